@@ -1,0 +1,257 @@
+"""Wire contracts of the Kafka topics, as msgspec Structs: the hot path decodes straight into them.
+
+Field names and meanings are fixed by DESIGN.md. Decoding with `decode_*` either returns a valid
+Struct or raises `ContractError` whose message names the field (`$.lat`) and the reason. Checks
+that need a clock (a `ts` in the future) are not here: they live in the core, where time is an
+argument.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+Latitude = Annotated[float, Meta(ge=-90.0, le=90.0, description="WGS84 degrees")]
+Longitude = Annotated[float, Meta(ge=-180.0, le=180.0, description="WGS84 degrees")]
+AccuracyM = Annotated[
+    float, Meta(gt=0.0, le=100_000.0, description="radius of the 68% disc, metres, > 0")
+]
+DeviceId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+OrderId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+PersonId = Annotated[str, Meta(min_length=1, max_length=64)]
+BatteryPct = Annotated[int, Meta(ge=0, le=100)]
+UtcTime = Annotated[datetime, Meta(tz=True, description="RFC 3339, UTC with Z")]
+
+PositionSource = Literal["gnss", "wifi", "cell"]
+DeviceEventType = Literal[
+    "strap_tamper", "case_tamper", "battery", "charging", "power_off", "power_on", "heartbeat"
+]
+Rule = Literal[
+    "location_ban",
+    "area_ban",
+    "contact_ban",
+    "presence_obligation",
+    "signal_lost",
+    "tamper",
+    "battery_low",
+]
+Severity = Literal["warning", "breach", "critical"]
+Certainty = Literal["certain", "possible"]
+AlertStatus = Literal["open", "updated", "closed"]
+DeviceRole = Literal["subject", "protected"]
+OrderEventType = Literal["order.issued", "order.amended", "order.revoked"]
+ZoneKind = Literal["location_ban", "area_ban", "presence_obligation"]
+RiskLevel = Literal["low", "medium", "high"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WallClock = Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")]
+
+
+class ContractError(ValueError):
+    """A record that breaks its contract; the message names the field and the reason."""
+
+
+class Position(Struct, frozen=True):
+    """`bw.positions.v1`, key `device_id`."""
+
+    device_id: DeviceId
+    ts: UtcTime
+    lat: Latitude
+    lon: Longitude
+    accuracy_m: AccuracyM
+    source: PositionSource | None = None
+    battery_pct: BatteryPct | None = None
+
+
+class DeviceEvent(Struct, frozen=True):
+    """`bw.device-events.v1`, key `device_id`."""
+
+    device_id: DeviceId
+    ts: UtcTime
+    type: DeviceEventType
+    battery_pct: BatteryPct | None = None
+
+
+class SignalSource(Struct, frozen=True):
+    """Where a signal came from, so a dossier can point at the raw record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class OrderSignal(Struct, frozen=True):
+    """`bw.order-signals.v1`, key `order_id`: one device's fix or event, re-keyed to one order.
+
+    The router emits one signal per order a device belongs to, with the device's role in it,
+    so that both devices of a contact ban meet in the partition of their order.
+    """
+
+    order_id: OrderId
+    device_id: DeviceId
+    role: DeviceRole
+    person_id: PersonId
+    position: Position | None = None
+    event: DeviceEvent | None = None
+    source: SignalSource | None = None
+
+
+# ---------------------------------------------------------------- orders
+
+
+class ScheduleWindow(Struct, frozen=True, forbid_unknown_fields=True):
+    days: Annotated[list[Weekday], Meta(min_length=1, max_length=7)]
+    start: WallClock
+    end: WallClock
+
+
+class GeoJsonGeometry(Struct, frozen=True, forbid_unknown_fields=True):
+    type: Literal["Point", "Polygon", "MultiPolygon"]
+    coordinates: Any
+
+
+class Zone(Struct, frozen=True, forbid_unknown_fields=True):
+    zone_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    kind: ZoneKind
+    label: Annotated[str, Meta(max_length=200)] = ""
+    geometry: GeoJsonGeometry | None = None
+    radius_m: Annotated[float, Meta(gt=0.0, le=50_000.0)] | None = None
+    municipality_code: Annotated[str, Meta(pattern=r"^GM\d{4}$")] | None = None
+    warning_buffer_m: Annotated[float, Meta(ge=0.0, le=50_000.0)] = 0.0
+    schedule: list[ScheduleWindow] | None = None
+
+
+class ContactBan(Struct, frozen=True, forbid_unknown_fields=True):
+    protected_person_id: PersonId
+    min_distance_m: Annotated[float, Meta(gt=0.0, le=100_000.0)]
+    warning_distance_m: Annotated[float, Meta(ge=0.0, le=200_000.0)] | None = None
+
+
+class Subject(Struct, frozen=True, forbid_unknown_fields=True):
+    person_id: PersonId
+    device_id: DeviceId | None = None
+
+
+class ProtectedPerson(Struct, frozen=True, forbid_unknown_fields=True):
+    person_id: PersonId
+    device_id: DeviceId | None = None
+
+
+class CaseOwner(Struct, frozen=True, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(max_length=200)]
+    organisation: Annotated[str, Meta(max_length=200)] = ""
+    phone: Annotated[str, Meta(max_length=50)] = ""
+
+
+class Order(Struct, frozen=True, forbid_unknown_fields=True):
+    order_id: OrderId
+    version: Annotated[int, Meta(ge=1)]
+    valid_from: UtcTime
+    subject: Subject
+    region: Annotated[str, Meta(min_length=1, max_length=64)]
+    probation_officer_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    valid_until: UtcTime | None = None
+    protected_persons: list[ProtectedPerson] = msgspec.field(default_factory=list)
+    risk_level: RiskLevel = "medium"
+    case_owner: CaseOwner | None = None
+    contact_bans: list[ContactBan] = msgspec.field(default_factory=list)
+    zones: list[Zone] = msgspec.field(default_factory=list)
+
+
+class OrderEvent(Struct, frozen=True, forbid_unknown_fields=True):
+    """`POST /v1/protection-orders` body and the value on the CJIB and orders topics."""
+
+    event_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    event_type: OrderEventType
+    occurred_at: UtcTime
+    order: Order
+
+
+# ---------------------------------------------------------------- alerts and dead letters
+
+
+class AlertPosition(Struct, frozen=True):
+    lat: float
+    lon: float
+    accuracy_m: float
+    ts: datetime
+
+
+class Alert(Struct, frozen=True):
+    """`bw.alerts.v1`, key `order_id`. One breach episode is one `alert_id`, its life a rising
+    `seq`."""
+
+    alert_id: str
+    seq: Annotated[int, Meta(ge=0)]
+    order_id: OrderId
+    rule: Rule
+    severity: Severity
+    certainty: Certainty
+    status: AlertStatus
+    episode_started_at: datetime
+    detected_at: datetime
+    region: str
+    probation_officer_id: str
+    zone_id: str | None = None
+    protected_person_id: str | None = None
+    late: bool = False
+    position: AlertPosition | None = None
+    distance_m: float | None = None
+    risk_level: RiskLevel = "medium"
+    audience: Literal["all", "probation"] = "all"
+    reason: str = ""
+
+
+class DeadLetter(Struct, frozen=True):
+    """`bw.dlq.v1`: the raw bytes, why they were refused, and where they came from."""
+
+    raw_b64: str
+    reason: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    service: str
+    failed_at: datetime
+    key_b64: str | None = None
+
+
+# ---------------------------------------------------------------- decoding
+
+T = TypeVar("T")
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_encoder = msgspec.json.Encoder()
+
+
+def _decoder(kind: type[T]) -> msgspec.json.Decoder[T]:
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = msgspec.json.Decoder(kind)
+        _decoders[kind] = decoder
+    return decoder
+
+
+def decode(kind: type[T], raw: bytes | str) -> T:
+    """Decode one record of a contract, or raise ContractError naming the field and reason."""
+    try:
+        value = _decoder(kind).decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ContractError(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ContractError(f"not valid JSON: {exc}") from None
+    _check_finite(value)
+    return value
+
+
+def _check_finite(value: object) -> None:
+    # JSON has no NaN literal, but 1e999 decodes to inf; the range checks catch lat/lon, this
+    # catches the optional floats too.
+    if isinstance(value, Position) and not math.isfinite(value.accuracy_m):
+        raise ContractError("Expected a finite number - at `$.accuracy_m`")
+
+
+def encode(value: Struct) -> bytes:
+    return _encoder.encode(value)

@@ -1,0 +1,50 @@
+"""The one settings object: every tunable of breachwatch, read from `BW_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuleTimings(BaseSettings):
+    """Defaults of the rules engine (DESIGN.md, "Rules the core must get right")."""
+
+    model_config = SettingsConfigDict(env_prefix="BW_RULES_", extra="ignore")
+
+    dwell_s: float = Field(60.0, gt=0, description="a possible breach alerts after this long")
+    dwell_fixes: int = Field(2, ge=1, description="...or after this many possible fixes")
+    hysteresis_s: float = Field(120.0, ge=0, description="clearly outside this long closes")
+    contact_window_s: float = Field(60.0, gt=0, description="fixes this close in time are paired")
+    signal_lost_after_s: float = Field(300.0, gt=0, description="no fix this long: signal lost")
+    max_future_skew_s: float = Field(60.0, ge=0, description="a ts further ahead is refused")
+    max_speed_mps: float = Field(70.0, gt=0, description="faster than this is an outlier")
+    battery_low_pct: int = Field(15, ge=0, le=100, description="below this: battery warning")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BW_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: str = "postgresql+asyncpg://breachwatch:breachwatch@127.0.0.1:15432/breachwatch"
+    topic_prefix: str = Field("bw.", description="prepended to every topic name of DESIGN.md")
+    cjib_orders_topic: str = "cjib.protection-orders.v1"
+    partitions: int = Field(12, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+    jwt_secret: SecretStr = SecretStr("development-only-secret-change-me-in-production")
+    jwt_issuer: str = "breachwatch"
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    log_level: str = "INFO"
+    rules: RuleTimings = Field(default_factory=RuleTimings)
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the topics of DESIGN.md, e.g. `positions.v1`."""
+        return f"{self.topic_prefix}{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,194 @@
+"""The wire contracts of DESIGN.md: good records decode, bad ones name the field and reason."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import api, wire
+from schemas.wire import ContractError, decode
+
+GOOD_POSITION: dict[str, Any] = {
+    "device_id": "EB-1001",
+    "ts": "2026-11-23T10:00:00Z",
+    "lat": 52.09,
+    "lon": 5.12,
+    "accuracy_m": 8.0,
+    "source": "gnss",
+    "battery_pct": 80,
+}
+
+
+def test_good_position_decodes_to_utc() -> None:
+    fix = decode(wire.Position, json.dumps(GOOD_POSITION))
+    assert fix.device_id == "EB-1001"
+    assert fix.ts.tzinfo is not None and fix.ts.utcoffset() == UTC.utcoffset(None)
+    assert (fix.lat, fix.lon, fix.accuracy_m) == (52.09, 5.12, 8.0)
+
+
+def test_optional_fields_may_be_absent() -> None:
+    minimal = {k: GOOD_POSITION[k] for k in ("device_id", "ts", "lat", "lon", "accuracy_m")}
+    fix = decode(wire.Position, json.dumps(minimal))
+    assert fix.source is None and fix.battery_pct is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"lat": 90.5}, "$.lat"),
+        ({"lon": -180.01}, "$.lon"),
+        ({"accuracy_m": 0}, "$.accuracy_m"),
+        ({"accuracy_m": -3}, "$.accuracy_m"),
+        ({"ts": "yesterday"}, "$.ts"),
+        ({"ts": "2026-11-23T10:00:00"}, "$.ts"),  # no time zone
+        ({"lat": "52.1"}, "$.lat"),
+        ({"device_id": ""}, "$.device_id"),
+        ({"source": "bluetooth"}, "$.source"),
+        ({"battery_pct": 101}, "$.battery_pct"),
+    ],
+)
+def test_bad_position_names_the_field(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(ContractError) as excinfo:
+        decode(wire.Position, json.dumps({**GOOD_POSITION, **change}))
+    assert field in str(excinfo.value)
+
+
+@pytest.mark.parametrize("missing", ["device_id", "ts", "lat", "lon", "accuracy_m"])
+def test_missing_required_field_is_named(missing: str) -> None:
+    record = {k: v for k, v in GOOD_POSITION.items() if k != missing}
+    with pytest.raises(ContractError, match=f"missing required field `{missing}`"):
+        decode(wire.Position, json.dumps(record))
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"{", b"\xff\xfe", b"[1,2]", b"null"])
+def test_garbage_is_a_contract_error_not_a_crash(raw: bytes) -> None:
+    with pytest.raises(ContractError):
+        decode(wire.Position, raw)
+
+
+def test_infinite_accuracy_is_refused() -> None:
+    raw = json.dumps(GOOD_POSITION).replace('"accuracy_m": 8.0', '"accuracy_m": 1e999')
+    with pytest.raises(ContractError):
+        decode(wire.Position, raw)
+
+
+def test_nan_literal_is_refused() -> None:
+    raw = json.dumps(GOOD_POSITION).replace("52.09", "NaN")
+    with pytest.raises(ContractError):
+        decode(wire.Position, raw)
+
+
+def test_device_event_types() -> None:
+    event = decode(
+        wire.DeviceEvent,
+        b'{"device_id":"EB-1","ts":"2026-11-23T10:00:00Z","type":"strap_tamper"}',
+    )
+    assert event.type == "strap_tamper"
+    with pytest.raises(ContractError, match=r"\$\.type"):
+        decode(wire.DeviceEvent, b'{"device_id":"EB-1","ts":"2026-11-23T10:00:00Z","type":"x"}')
+
+
+ORDER_EVENT: dict[str, Any] = {
+    "event_id": "6d1f3c1e-0000-4000-8000-000000000001",
+    "event_type": "order.issued",
+    "occurred_at": "2026-11-23T10:00:00Z",
+    "order": {
+        "order_id": "BB-2026-000123",
+        "version": 1,
+        "valid_from": "2026-11-23T00:00:00Z",
+        "valid_until": None,
+        "subject": {"person_id": "P-1", "device_id": "EB-1001"},
+        "protected_persons": [{"person_id": "V-1", "device_id": "VD-2001"}],
+        "region": "midden-nederland",
+        "probation_officer_id": "po-17",
+        "risk_level": "high",
+        "case_owner": {"name": "A. de Vries", "organisation": "OM", "phone": "+31 30 000 0000"},
+        "contact_bans": [
+            {"protected_person_id": "V-1", "min_distance_m": 500, "warning_distance_m": 1500}
+        ],
+        "zones": [
+            {
+                "zone_id": "z1",
+                "kind": "location_ban",
+                "label": "home of V-1",
+                "geometry": {"type": "Point", "coordinates": [5.12, 52.09]},
+                "radius_m": 200,
+                "warning_buffer_m": 300,
+                "schedule": [{"days": ["mon", "tue"], "start": "22:00", "end": "07:00"}],
+            },
+            {"zone_id": "z2", "kind": "area_ban", "municipality_code": "GM0344"},
+        ],
+    },
+}
+
+
+def test_order_event_decodes_on_both_paths() -> None:
+    raw = json.dumps(ORDER_EVENT)
+    on_wire = decode(wire.OrderEvent, raw)
+    over_http = api.OrderEventIn.model_validate_json(raw)
+    assert on_wire.order.order_id == over_http.order.order_id == "BB-2026-000123"
+    assert on_wire.order.zones[1].municipality_code == over_http.order.zones[1].municipality_code
+
+
+def _rejects_on_both(raw: str) -> tuple[str, str]:
+    with pytest.raises(ContractError) as wire_error:
+        decode(wire.OrderEvent, raw)
+    with pytest.raises(ValidationError) as http_error:
+        api.OrderEventIn.model_validate_json(raw)
+    return str(wire_error.value), str(http_error.value)
+
+
+def test_unknown_order_field_is_refused_on_both_paths() -> None:
+    order = {**ORDER_EVENT["order"], "colour": "red"}
+    wire_msg, http_msg = _rejects_on_both(json.dumps({**ORDER_EVENT, "order": order}))
+    assert "colour" in wire_msg and "colour" in http_msg
+
+
+def test_bad_schedule_time_is_refused_on_both_paths() -> None:
+    zone = {**ORDER_EVENT["order"]["zones"][0]}
+    zone["schedule"] = [{"days": ["mon"], "start": "24:00", "end": "07:00"}]
+    order = {**ORDER_EVENT["order"], "zones": [zone]}
+    wire_msg, http_msg = _rejects_on_both(json.dumps({**ORDER_EVENT, "order": order}))
+    assert "start" in wire_msg and "start" in http_msg
+
+
+def test_http_order_zone_needs_exactly_one_shape() -> None:
+    zone = {"zone_id": "z9", "kind": "area_ban"}
+    order = {**ORDER_EVENT["order"], "zones": [zone]}
+    with pytest.raises(ValueError, match="exactly one of geometry or municipality_code"):
+        api.OrderEventIn.model_validate({**ORDER_EVENT, "order": order})
+
+
+def _fields(schema: dict[str, Any], name: str) -> tuple[set[str], set[str]]:
+    defs = schema.get("$defs", {})
+    node = defs.get(name, schema)
+    return set(node["properties"]), set(node.get("required", []))
+
+
+@pytest.mark.parametrize(
+    ("wire_name", "http_name"),
+    [
+        ("OrderEvent", "OrderEventIn"),
+        ("Order", "OrderIn"),
+        ("Zone", "ZoneIn"),
+        ("ContactBan", "ContactBanIn"),
+        ("ScheduleWindow", "ScheduleWindowIn"),
+        ("Subject", "SubjectIn"),
+        ("ProtectedPerson", "ProtectedPersonIn"),
+        ("CaseOwner", "CaseOwnerIn"),
+    ],
+)
+def test_http_and_wire_order_contracts_agree(wire_name: str, http_name: str) -> None:
+    """The HTTP model and the Kafka Struct of the order event are the same contract."""
+    import msgspec
+
+    wire_schema = msgspec.json.schema(wire.OrderEvent)
+    http_schema = api.OrderEventIn.model_json_schema()
+    wire_props, wire_required = _fields(wire_schema, wire_name)
+    http_props, http_required = _fields(http_schema, http_name)
+    assert wire_props == http_props
+    assert wire_required == http_required
