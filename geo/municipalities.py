@@ -1,0 +1,38 @@
+"""The Dutch municipalities of 2023 (CBS, Kadaster; CC BY 4.0), shipped with the package.
+
+The outlines are read once and each municipality is compiled once per process, however many
+orders ban their subject from it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+_DATA = resources.files("geo") / "data" / "gemeenten_2023.geojson"
+
+
+@cache
+def _features() -> dict[str, dict[str, Any]]:
+    collection = json.loads(_DATA.read_text(encoding="utf-8"))
+    return {feature["properties"]["code"]: feature for feature in collection["features"]}
+
+
+def known_codes() -> frozenset[str]:
+    return frozenset(_features())
+
+
+def geometry(code: str) -> dict[str, Any]:
+    """The GeoJSON geometry of a municipality; KeyError for an unknown CBS code."""
+    return dict(_features()[code]["geometry"])
+
+
+def name(code: str) -> str:
+    return str(_features()[code]["properties"]["name"])
+
+
+def all_features() -> list[dict[str, Any]]:
+    """Every municipality as a GeoJSON feature (for the control-room map background)."""
+    return list(_features().values())

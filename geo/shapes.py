@@ -1,0 +1,234 @@
+"""Zone shapes compiled for the hot path: signed distance from a point to the zone's edge.
+
+A shape answers `signed_distance(lat, lon, within)`: metres to the edge, negative inside. When the
+point is farther than `within` from the shape, a cheap lower bound that is itself >= `within` may
+come back instead of the exact figure; callers pass the largest distance they care about (the
+accuracy disc plus the warning buffer), so far-away fixes cost one bounding-box test.
+
+Circles are kept as centre and radius (no polygon), and a municipality is compiled once per
+process and shared by every order that names it.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from typing import Any, Protocol
+
+import shapely
+from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.validation import explain_validity
+
+from geo import municipalities
+from geo.projection import MAX_ABS_LATITUDE, LocalPlane, wrap_longitude_delta
+
+MAX_VERTICES = 10_000
+MAX_EXTENT_M = 200_000.0
+MAX_RADIUS_M = 50_000.0
+MIN_AREA_M2 = 1.0
+
+
+class ZoneGeometryError(ValueError):
+    """A zone that cannot be compiled; `field` names the offending part of the zone."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class Shape(Protocol):
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(min_lon, min_lat, max_lon, max_lat) in degrees."""
+        ...
+
+    def signed_distance(self, lat: float, lon: float, within: float) -> float: ...
+
+    def as_geojson(self) -> dict[str, Any]: ...
+
+
+class CircleShape:
+    __slots__ = ("kx", "ky", "lat0", "lon0", "radius_m")
+
+    def __init__(self, lat0: float, lon0: float, radius_m: float) -> None:
+        plane = LocalPlane.at(lat0, lon0)
+        self.lat0, self.lon0, self.radius_m = lat0, lon0, radius_m
+        self.kx, self.ky = plane.kx, plane.ky
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        dlat = self.radius_m / self.ky
+        dlon = self.radius_m / self.kx
+        return (self.lon0 - dlon, self.lat0 - dlat, self.lon0 + dlon, self.lat0 + dlat)
+
+    def signed_distance(self, lat: float, lon: float, within: float = math.inf) -> float:
+        dlon = lon - self.lon0
+        if dlon > 180.0 or dlon < -180.0:
+            dlon = wrap_longitude_delta(dlon)
+        dx = dlon * self.kx
+        dy = (lat - self.lat0) * self.ky
+        return math.sqrt(dx * dx + dy * dy) - self.radius_m
+
+    def as_geojson(self) -> dict[str, Any]:
+        return {"type": "Point", "coordinates": [self.lon0, self.lat0], "radius_m": self.radius_m}
+
+
+class PolygonShape:
+    """A Polygon or MultiPolygon in its own local metric plane, prepared for repeated queries."""
+
+    __slots__ = ("_boundary", "_geojson", "_metric", "_xy_bounds", "bounds", "plane")
+
+    def __init__(self, geojson: dict[str, Any], metric: Polygon | MultiPolygon, plane: LocalPlane):
+        self._geojson = geojson
+        self.plane = plane
+        self._metric = metric
+        self._boundary = metric.boundary
+        shapely.prepare(self._metric)
+        shapely.prepare(self._boundary)
+        minx, miny, maxx, maxy = (float(v) for v in metric.bounds)
+        self._xy_bounds: tuple[float, float, float, float] = (minx, miny, maxx, maxy)
+        min_lat, min_lon = plane.to_latlon(minx, miny)
+        max_lat, max_lon = plane.to_latlon(maxx, maxy)
+        self.bounds = (min_lon, min_lat, max_lon, max_lat)
+
+    @property
+    def metric(self) -> Polygon | MultiPolygon:
+        return self._metric
+
+    def signed_distance(self, lat: float, lon: float, within: float = math.inf) -> float:
+        x, y = self.plane.to_xy(lat, lon)
+        minx, miny, maxx, maxy = self._xy_bounds
+        outside_box = max(minx - x, x - maxx, miny - y, y - maxy)
+        if outside_box >= within:
+            return outside_box  # a lower bound, and far enough that nobody needs more
+        point = shapely.Point(x, y)
+        edge = float(shapely.distance(self._boundary, point))
+        return -edge if bool(shapely.contains_xy(self._metric, x, y)) else edge
+
+    def as_geojson(self) -> dict[str, Any]:
+        return self._geojson
+
+
+# ---------------------------------------------------------------- compilation
+
+
+def _check_position(position: Any, field: str) -> tuple[float, float]:
+    if (
+        not isinstance(position, list | tuple)
+        or len(position) < 2
+        or not all(isinstance(c, int | float) and not isinstance(c, bool) for c in position[:2])
+    ):
+        raise ZoneGeometryError(field, "a position is [longitude, latitude]")
+    lon, lat = float(position[0]), float(position[1])
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise ZoneGeometryError(field, "coordinates must be finite numbers")
+    if not -180.0 <= lon <= 180.0 or not -MAX_ABS_LATITUDE <= lat <= MAX_ABS_LATITUDE:
+        raise ZoneGeometryError(field, f"position ({lon}, {lat}) is out of range")
+    return lon, lat
+
+
+def _check_rings(rings: Any, field: str) -> list[list[tuple[float, float]]]:
+    if not isinstance(rings, list) or not rings:
+        raise ZoneGeometryError(field, "a polygon is a non-empty list of linear rings")
+    checked = []
+    for r, ring in enumerate(rings):
+        ring_field = f"{field}[{r}]"
+        if not isinstance(ring, list) or len(ring) < 4:
+            raise ZoneGeometryError(ring_field, "a linear ring needs at least 4 positions")
+        points = [_check_position(p, f"{ring_field}[{i}]") for i, p in enumerate(ring)]
+        if points[0] != points[-1]:
+            raise ZoneGeometryError(ring_field, "ring is not closed (first position != last)")
+        checked.append(points)
+    return checked
+
+
+def _polygon_parts(geometry: dict[str, Any]) -> list[list[list[tuple[float, float]]]]:
+    kind = geometry.get("type")
+    coordinates = geometry.get("coordinates")
+    if kind == "Polygon":
+        return [_check_rings(coordinates, "geometry.coordinates")]
+    if kind == "MultiPolygon":
+        if not isinstance(coordinates, list) or not coordinates:
+            raise ZoneGeometryError("geometry.coordinates", "a MultiPolygon needs polygons")
+        return [
+            _check_rings(polygon, f"geometry.coordinates[{i}]")
+            for i, polygon in enumerate(coordinates)
+        ]
+    raise ZoneGeometryError("geometry.type", f"unsupported geometry type {kind!r}")
+
+
+def compile_polygon(geometry: dict[str, Any]) -> PolygonShape:
+    parts = _polygon_parts(geometry)
+    vertices = sum(len(ring) for part in parts for ring in part)
+    if vertices > MAX_VERTICES:
+        raise ZoneGeometryError(
+            "geometry.coordinates", f"{vertices} vertices; at most {MAX_VERTICES}"
+        )
+    lons = [lon for part in parts for ring in part for lon, _ in ring]
+    lats = [lat for part in parts for ring in part for _, lat in ring]
+    # Centre the plane on the middle of the zone, unwrapping longitudes across the antimeridian.
+    ref_lon = lons[0]
+    unwrapped = [ref_lon + wrap_longitude_delta(lon - ref_lon) for lon in lons]
+    lon0 = wrap_longitude_delta((min(unwrapped) + max(unwrapped)) / 2)
+    plane = LocalPlane.at((min(lats) + max(lats)) / 2, lon0)
+    metric_parts = [
+        Polygon(
+            [plane.to_xy(lat, lon) for lon, lat in part[0]],
+            [[plane.to_xy(lat, lon) for lon, lat in hole] for hole in part[1:]],
+        )
+        for part in parts
+    ]
+    metric: Polygon | MultiPolygon = (
+        metric_parts[0] if len(metric_parts) == 1 else MultiPolygon(metric_parts)
+    )
+    if not metric.is_valid:
+        raise ZoneGeometryError("geometry.coordinates", f"invalid: {explain_validity(metric)}")
+    if metric.area < MIN_AREA_M2:
+        raise ZoneGeometryError("geometry.coordinates", "zero area")
+    minx, miny, maxx, maxy = metric.bounds
+    if max(maxx - minx, maxy - miny) > MAX_EXTENT_M:
+        raise ZoneGeometryError(
+            "geometry.coordinates", f"zone is wider than {MAX_EXTENT_M / 1000:.0f} km"
+        )
+    return PolygonShape(geometry, metric, plane)
+
+
+def compile_circle(geometry: dict[str, Any], radius_m: float | None) -> CircleShape:
+    lon, lat = _check_position(geometry.get("coordinates"), "geometry.coordinates")
+    if radius_m is None:
+        raise ZoneGeometryError("radius_m", "a Point zone needs radius_m")
+    if not math.isfinite(radius_m) or radius_m <= 0 or radius_m > MAX_RADIUS_M:
+        raise ZoneGeometryError("radius_m", f"must be > 0 and at most {MAX_RADIUS_M:.0f} m")
+    return CircleShape(lat, lon, radius_m)
+
+
+@cache
+def municipality_shape(code: str) -> PolygonShape:
+    """One compiled shape per municipality per process, shared by every order naming it."""
+    try:
+        geometry = municipalities.geometry(code)
+    except KeyError:
+        raise ZoneGeometryError("municipality_code", f"unknown CBS code {code!r}") from None
+    return compile_polygon(geometry)
+
+
+def compile_shape(
+    geometry: dict[str, Any] | None, radius_m: float | None, municipality_code: str | None
+) -> Shape:
+    """The shape of a zone of the order contract: exactly one of geometry or municipality."""
+    if (geometry is None) == (municipality_code is None):
+        raise ZoneGeometryError(
+            "geometry", "a zone has exactly one of geometry or municipality_code"
+        )
+    if municipality_code is not None:
+        return municipality_shape(municipality_code)
+    assert geometry is not None
+    if geometry.get("type") == "Point":
+        return compile_circle(geometry, radius_m)
+    return compile_polygon(geometry)
+
+
+def to_shapely_lonlat(geometry: dict[str, Any]) -> Any:
+    """The GeoJSON geometry as a shapely object in degrees (for display and oracles)."""
+    return shape(geometry)

@@ -1,0 +1,184 @@
+"""Geometry against brute-force oracles: shapely with the accuracy disc buffered, and haversine."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from shapely.geometry import MultiPolygon, Point, Polygon
+
+from geo.index import ZoneIndex
+from geo.projection import LocalPlane, fast_distance_m, haversine_m
+from geo.shapes import CircleShape, PolygonShape, compile_polygon
+from services.core.engine import CERTAIN, CLEAR, POSSIBLE, WARNING, disc_level
+
+latitudes = st.floats(-80, 80)
+longitudes = st.floats(-180, 179.999)
+
+
+def star(cx: float, cy: float, radii: list[float], phase: float) -> list[tuple[float, float]]:
+    """A star-shaped ring around (cx, cy): simple by construction."""
+    n = len(radii)
+    return [
+        (
+            cx + r * math.cos(phase + 2 * math.pi * i / n),
+            cy + r * math.sin(phase + 2 * math.pi * i / n),
+        )
+        for i, r in enumerate(radii)
+    ]
+
+
+@st.composite
+def metric_zones(draw: st.DrawFn) -> Polygon | MultiPolygon:
+    """Random polygons with holes, and multipolygons (islands), in metres around (0, 0)."""
+    parts = []
+    for k in range(draw(st.integers(1, 2))):
+        n = draw(st.integers(5, 24))
+        radii = draw(st.lists(st.floats(400, 1500), min_size=n, max_size=n))
+        cx = k * 5000.0
+        shell = star(cx, 0, radii, draw(st.floats(0, 1)))
+        holes = []
+        if draw(st.booleans()):
+            holes.append(star(cx, 0, [150.0 + 100 * (i % 2) for i in range(8)], 0.0))
+        parts.append(Polygon(shell, holes))
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def to_geojson(zone: Polygon | MultiPolygon, plane: LocalPlane) -> dict[str, object]:
+    def ring(coords: object) -> list[list[float]]:
+        return [list(reversed(plane.to_latlon(x, y))) for x, y in coords]  # type: ignore[attr-defined]
+
+    polys = [zone] if isinstance(zone, Polygon) else list(zone.geoms)
+    rings = [[ring(p.exterior.coords), *[ring(h.coords) for h in p.interiors]] for p in polys]
+    if isinstance(zone, Polygon):
+        return {"type": "Polygon", "coordinates": rings[0]}
+    return {"type": "MultiPolygon", "coordinates": rings}
+
+
+def oracle_level(zone: Polygon | MultiPolygon, x: float, y: float, r: float, buffer: float) -> int:
+    disc = Point(x, y).buffer(r, quad_segs=64)
+    if zone.contains(disc):
+        return CERTAIN
+    if zone.intersects(disc):
+        return POSSIBLE
+    if buffer > 0 and zone.buffer(buffer, quad_segs=64).intersects(disc):
+        return WARNING
+    return CLEAR
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    zone=metric_zones(),
+    lat0=st.floats(-70, 70),
+    lon0=longitudes,
+    x=st.floats(-2500, 8000),
+    y=st.floats(-2500, 2500),
+    r=st.floats(1, 300),
+    buffer=st.sampled_from([0.0, 50.0, 300.0]),
+)
+def test_polygon_classification_matches_buffered_disc_oracle(
+    zone: Polygon | MultiPolygon,
+    lat0: float,
+    lon0: float,
+    x: float,
+    y: float,
+    r: float,
+    buffer: float,
+) -> None:
+    assume(zone.is_valid)
+    source_plane = LocalPlane.at(lat0, lon0)
+    shape = compile_polygon(to_geojson(zone, source_plane))
+    lat, lon = source_plane.to_latlon(x, y)
+    # The oracle works in the compiled shape's own plane, on a polygon it builds itself.
+    oracle_zone = shape.metric
+    px, py = shape.plane.to_xy(lat, lon)
+    d = shape.signed_distance(lat, lon, r + buffer)
+    # Stay clear of the boundary bands where the disc's polygon approximation (and float noise)
+    # may legitimately disagree.
+    edge = oracle_zone.boundary.distance(Point(px, py))
+    for band in (r, r + buffer):
+        assume(abs(edge - band) > 0.01 * band + 0.05)
+    assert disc_level(d, r, buffer) == oracle_level(oracle_zone, px, py, r, buffer)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lat0=latitudes, lon0=longitudes, radius=st.floats(10, 5000), bearing=st.floats(0, 2 * math.pi),
+    distance=st.floats(0, 10_000), r=st.floats(1, 500), buffer=st.sampled_from([0.0, 100.0]),
+)  # fmt: skip
+def test_circle_classification_matches_buffered_disc_oracle(
+    lat0: float,
+    lon0: float,
+    radius: float,
+    bearing: float,
+    distance: float,
+    r: float,
+    buffer: float,
+) -> None:
+    circle = CircleShape(lat0, lon0, radius)
+    plane = LocalPlane.at(lat0, lon0)
+    x, y = distance * math.cos(bearing), distance * math.sin(bearing)
+    lat, lon = plane.to_latlon(x, y)
+    for band in (radius - r, radius + r, radius + r + buffer):
+        assume(abs(distance - band) > 0.01 * (r + radius) + 0.05)
+    zone = Point(0, 0).buffer(radius, quad_segs=256)
+    assert disc_level(circle.signed_distance(lat, lon), r, buffer) == oracle_level(
+        zone, x, y, r, buffer
+    )
+
+
+# How far from a zone's centre the local plane stays within 0.5 % of the great circle, by latitude.
+ACCURATE_RANGE_M = [(70.0, 50_000.0), (80.0, 10_000.0), (85.0, 3_000.0)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    lat0=st.floats(-85, 85), lon0=longitudes, bearing=st.floats(0, 2 * math.pi),
+    fraction=st.floats(0.0001, 1),
+)  # fmt: skip
+def test_local_plane_distances_agree_with_haversine(
+    lat0: float, lon0: float, bearing: float, fraction: float
+) -> None:
+    reach = next(reach for limit, reach in ACCURATE_RANGE_M if abs(lat0) <= limit)
+    distance = fraction * reach
+    plane = LocalPlane.at(lat0, lon0)
+    lat, lon = plane.to_latlon(distance * math.cos(bearing), distance * math.sin(bearing))
+    assume(abs(lat) < 85)
+    truth = haversine_m(lat0, lon0, lat, lon)
+    x, y = plane.to_xy(lat, lon)
+    assert math.hypot(x, y) == pytest.approx(truth, rel=0.005, abs=0.01)
+    assert fast_distance_m(lat0, lon0, lat, lon) == pytest.approx(truth, rel=0.005, abs=0.01)
+
+
+def test_zone_across_the_antimeridian() -> None:
+    ring = [[179.99, -16.0], [-179.99, -16.0], [-179.99, -16.02], [179.99, -16.02], [179.99, -16.0]]
+    shape = compile_polygon({"type": "Polygon", "coordinates": [ring]})
+    assert shape.signed_distance(-16.01, 180.0) < 0  # inside, on the antimeridian
+    assert shape.signed_distance(-16.01, -179.995) < 0
+    assert shape.signed_distance(-16.01, 179.9) > 9000  # ~10 km west: outside
+    assert isinstance(shape, PolygonShape)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    centres=st.lists(st.tuples(st.floats(-3000, 3000), st.floats(-3000, 3000), st.floats(20, 400)),
+                     min_size=1, max_size=30),
+    qx=st.floats(-4000, 4000), qy=st.floats(-4000, 4000), radius=st.floats(0, 1500),
+)  # fmt: skip
+def test_zone_index_matches_brute_force(
+    centres: list[tuple[float, float, float]], qx: float, qy: float, radius: float
+) -> None:
+    plane = LocalPlane.at(52.09, 5.12)
+    shapes = []
+    for i, (x, y, r) in enumerate(centres):
+        lat, lon = plane.to_latlon(x, y)
+        shapes.append((i, CircleShape(lat, lon, r)))
+    index = ZoneIndex(shapes)
+    lat, lon = plane.to_latlon(qx, qy)
+    found = {m.key for m in index.query(lat, lon, radius)}
+    brute = {i for i, s in shapes if s.signed_distance(lat, lon) <= radius}
+    # Float noise right at the radius may differ; nothing else may.
+    undecided = {i for i, s in shapes if abs(s.signed_distance(lat, lon) - radius) < 0.01}
+    assert found - undecided == brute - undecided
