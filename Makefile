@@ -1,4 +1,4 @@
-.PHONY: demo test lint schemas infra-up infra-down
+.PHONY: demo test lint schemas bench
 
 # Everything on embedded parts, with the simulator and the control-room page.
 demo:
@@ -14,3 +14,10 @@ lint:
 
 schemas:
 	.venv/bin/python -m schemas.generate
+
+# The benchmarks (real PostgreSQL with PostGIS for the per-fix query baseline).
+bench:
+	bash deploy/bootstrap.sh
+	@if [ "$$(id -u)" = 0 ] && ! ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15-postgis-3; fi
+	eval "$$(.venv/bin/breachwatch infra up)" && .venv/bin/breachwatch bench core

@@ -94,6 +94,25 @@ def db_migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
     typer.echo(f"database at {revision}")
 
 
+@bench_app.command("core")
+def bench_core(
+    orders: Annotated[str, typer.Option(help="comma-separated numbers of active orders")] = (
+        "1000,10000,100000"
+    ),
+    fixes: Annotated[int, typer.Option(help="fixes evaluated per size")] = 300_000,
+    postgis_fixes: Annotated[
+        int, typer.Option(help="fixes sent to PostGIS, one query each")
+    ] = 3000,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON line instead of a table")
+    ] = False,
+) -> None:
+    """Fixes/s of the rules engine against a naive shapely baseline and PostGIS, same run."""
+    from bench.core import main as run
+
+    run([int(n) for n in orders.split(",")], fixes, postgis_fixes, as_json)
+
+
 @app.command("settings")
 def show_settings() -> None:
     """Print the settings in force (secrets masked), as JSON."""

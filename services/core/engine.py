@@ -192,6 +192,31 @@ def _alert(
     )
 
 
+def open_episode(
+    state: OrderState,
+    order: CompiledOrder,
+    key: str,
+    rule: str,
+    subject_key: str,
+    t: float,
+    **fields: object,
+) -> Episode:
+    """Start an episode under `key`. Its start is at least a millisecond after the previous
+    episode's of the same key, so two episodes never share an alert_id, whatever the input."""
+    previous = state.last_started.get(key)
+    started = t if previous is None or t > previous else previous + 0.001
+    state.last_started[key] = started
+    episode = Episode(
+        alert_id=alert_id(order.order_id, rule, subject_key, started),
+        rule=rule,
+        subject_key=subject_key,
+        started_at=started,
+        **fields,  # type: ignore[arg-type]
+    )
+    state.episodes[key] = episode
+    return episode
+
+
 def _close(
     state: OrderState, order: CompiledOrder, key: str, now: float, reason: str, **kw: object
 ) -> list[Alert]:
@@ -226,13 +251,7 @@ def step_episode(
     if episode is None:
         if level == CLEAR:
             return []
-        episode = Episode(
-            alert_id=alert_id(order.order_id, rule, subject_key, t),
-            rule=rule,
-            subject_key=subject_key,
-            started_at=t,
-        )
-        state.episodes[key] = episode
+        episode = open_episode(state, order, key, rule, subject_key, t)
     episode.last_t = t
 
     if level >= POSSIBLE:
@@ -318,14 +337,6 @@ def contact_level(
     return level, edge + r <= buffer, between
 
 
-def zone_key(zone: CompiledZone) -> str:
-    return f"zone:{zone.zone_id}"
-
-
-def contact_key(ban: CompiledContactBan) -> str:
-    return f"contact:{ban.protected_person_id}"
-
-
 def _contact(
     state: OrderState,
     order: CompiledOrder,
@@ -357,7 +368,7 @@ def _contact(
     )
     return step_episode(
         state, order, rules,
-        key=contact_key(ban), rule="contact_ban", subject_key=ban.protected_person_id,
+        key=ban.episode_key, rule="contact_ban", subject_key=ban.protected_person_id,
         level=level, warning_certain=warning_certain,
         has_warning=ban.warning_distance_m > ban.min_distance_m,
         fix=subject_fix, t=max(subject.last_t, protected.last_t), distance_m=between, now=now,
@@ -375,7 +386,7 @@ def _late_fix(
         level, _, distance = zone_level(zone, fix, outlier=False)
         if level != CERTAIN:
             continue  # only a certain breach stands as late evidence on its own
-        key = zone_key(zone)
+        key = zone.episode_key
         episode = state.episodes.get(key)
         if episode is not None and fix.t >= episode.started_at - rules.hysteresis_s:
             if episode.seq >= 0 and raise_only(
@@ -398,7 +409,9 @@ def _late_fix(
             continue
         state.late_windows[key] = (fix.t, fix.t)
         late_episode = Episode(
-            alert_id=alert_id(order.order_id, zone.kind, zone.zone_id, fix.t),
+            # Its own id space: a late duplicate of a fix that once opened a running episode
+            # must not reuse that episode's id.
+            alert_id=alert_id(order.order_id, zone.kind, f"late:{zone.zone_id}", fix.t),
             rule=zone.kind,
             subject_key=zone.zone_id,
             started_at=fix.t,
@@ -427,16 +440,8 @@ def _battery(
     key = f"battery:{device_id}"
     episode = state.episodes.get(key)
     if episode is None and pct < rules.battery_low_pct:
-        episode = Episode(
-            alert_id=alert_id(order.order_id, "battery_low", device_id, t),
-            rule="battery_low",
-            subject_key=device_id,
-            started_at=t,
-            seq=0,
-            severity="warning",
-            certainty="certain",
-        )
-        state.episodes[key] = episode
+        episode = open_episode(state, order, key, "battery_low", device_id, t,
+                               seq=0, severity="warning", certainty="certain")  # fmt: skip
         return [_alert(order, episode, "open", now, fix=track, fix_t=track.last_t,
                        reason=f"battery at {pct} %")]  # fmt: skip
     if episode is not None and pct >= rules.battery_low_pct + rules.battery_recovered_margin_pct:
@@ -459,7 +464,7 @@ def _health(
     if event.role != "subject" or not order.in_force(event.t):
         return []
     alerts: list[Alert] = []
-    if event.battery_pct is not None:
+    if event.battery_pct is not None and event.type != "charging":
         alerts += _battery(
             state, order, rules, event.device_id, track, event.battery_pct, event.t, now
         )
@@ -469,32 +474,18 @@ def _health(
         if episode is not None and event.t - episode.last_t < rules.hysteresis_s:
             episode.last_t = max(episode.last_t, event.t)
             return alerts  # the same tampering, still going on
-        episode = Episode(
-            alert_id=alert_id(order.order_id, "tamper", event.device_id, event.t),
-            rule="tamper",
-            subject_key=event.device_id,
-            started_at=event.t,
-            seq=0,
-            severity="critical",
-            certainty="certain",
-            last_t=event.t,
-        )
-        state.episodes[key] = episode
+        episode = open_episode(
+            state, order, key, "tamper", event.device_id, event.t,
+            seq=0, severity="critical", certainty="certain", last_t=event.t,
+        )  # fmt: skip
         alerts.append(_alert(order, episode, "open", now, fix=track, fix_t=track.last_t,
                              reason=event.type.replace("_", " ")))  # fmt: skip
     elif event.type == "charging" and f"battery:{event.device_id}" in state.episodes:
         alerts += _close(state, order, f"battery:{event.device_id}", now, "charging")
     elif event.type == "power_off" and _signal_key(event.device_id) not in state.episodes:
-        episode = Episode(
-            alert_id=alert_id(order.order_id, "signal_lost", event.device_id, event.t),
-            rule="signal_lost",
-            subject_key=event.device_id,
-            started_at=event.t,
-            seq=0,
-            severity="warning",
-            certainty="certain",
-        )
-        state.episodes[_signal_key(event.device_id)] = episode
+        episode = open_episode(state, order, _signal_key(event.device_id), "signal_lost",
+                               event.device_id, event.t,
+                               seq=0, severity="warning", certainty="certain")  # fmt: skip
         alerts.append(_alert(order, episode, "open", now, fix=track, fix_t=track.last_t,
                              reason="the device reported power off"))  # fmt: skip
     return alerts
@@ -597,7 +588,7 @@ def evaluate(
         episodes = state.episodes
         for zone in order.zones:
             level, warning_certain, distance = zone_level(zone, fix, outlier)
-            key = zone_key(zone)
+            key = zone.episode_key
             if level == CLEAR and key not in episodes:
                 continue
             alerts += step_episode(
@@ -642,16 +633,8 @@ def tick(
         started = (
             heard if heard is not None else max(order.valid_from, state.watch_since)
         ) + threshold
-        episode = Episode(
-            alert_id=alert_id(order.order_id, "signal_lost", device, started),
-            rule="signal_lost",
-            subject_key=device,
-            started_at=started,
-            seq=0,
-            severity="warning",
-            certainty="certain",
-        )
-        state.episodes[key] = episode
+        episode = open_episode(state, order, key, "signal_lost", device, started,
+                               seq=0, severity="warning", certainty="certain")  # fmt: skip
         return state, [_alert(order, episode, "open", now, fix=track, fix_t=last_t,
                               reason=f"no fix for {dark_for:.0f} s")]  # fmt: skip
     if dark_for >= threshold * rules.signal_lost_escalate_factor and episode.severity == "warning":

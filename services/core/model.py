@@ -56,6 +56,7 @@ class CompiledZone:
     warning_buffer_m: float
     schedule: WeeklySchedule | None
     fingerprint: str  # changes when anything about the zone changes
+    episode_key: str  # the key of its episode in OrderState.episodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class CompiledContactBan:
     min_distance_m: float
     warning_distance_m: float
     fingerprint: str
+    episode_key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +143,5 @@ class OrderState(Struct, kw_only=True):
     episodes: dict[str, Episode] = field(default_factory=dict)
     # Late evidence already reported, per episode key: (first t, last t) of the late window.
     late_windows: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # The start of the newest episode per key: starts strictly increase, so ids never repeat.
+    last_started: dict[str, float] = field(default_factory=dict)

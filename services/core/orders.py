@@ -28,6 +28,7 @@ def compile_zone(zone: Zone) -> CompiledZone:
         warning_buffer_m=zone.warning_buffer_m,
         schedule=WeeklySchedule(zone.schedule) if zone.schedule else None,
         fingerprint=fingerprint(zone),
+        episode_key=f"zone:{zone.zone_id}",
     )
 
 
@@ -42,6 +43,7 @@ def compile_order(event: OrderEvent) -> CompiledOrder:
             min_distance_m=ban.min_distance_m,
             warning_distance_m=max(ban.warning_distance_m or 0.0, ban.min_distance_m),
             fingerprint=fingerprint(ban),
+            episode_key=f"contact:{ban.protected_person_id}",
         )
         for ban in order.contact_bans
     )
