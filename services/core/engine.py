@@ -113,28 +113,31 @@ def check_signal(signal: Signal, now: float, rules: RuleConfig = DEFAULT_RULES) 
             raise SignalRejected("accuracy_m: must be a finite number > 0")
 
 
+def too_fast(
+    lat: float, lon: float, accuracy_m: float, t: float, fix: Fix, max_speed_mps: float
+) -> bool:
+    """Could not have got from the earlier fix to this one at `max_speed_mps`, even using both
+    accuracy discs in its favour (a duplicate timestamp counts as one second)."""
+    jump = fast_distance_m(lat, lon, fix.lat, fix.lon) - fix.accuracy_m - accuracy_m
+    return jump > max_speed_mps * max(fix.t - t, 1.0)
+
+
 def is_outlier(track: DeviceTrack, fix: Fix, rules: RuleConfig) -> bool:
     """Faster than a car from the last good fix, unless it agrees with an earlier outlier (two
     consistent fixes confirm a real jump, so a train ride does not stay an outlier forever)."""
     if track.good_t is None:
         return False
     limit = rules.max_speed_mps
-    jump = (
-        fast_distance_m(track.good_lat, track.good_lon, fix.lat, fix.lon)
-        - fix.accuracy_m
-        - track.good_accuracy_m
-    )
-    if jump <= limit * max(fix.t - track.good_t, 1.0):
+    if not too_fast(
+        track.good_lat, track.good_lon, track.good_accuracy_m, track.good_t, fix, limit
+    ):
         return False
-    if track.outlier and track.last_t is not None:
-        jump_from_last = (
-            fast_distance_m(track.lat, track.lon, fix.lat, fix.lon)
-            - fix.accuracy_m
-            - track.accuracy_m
-        )
-        if jump_from_last <= limit * max(fix.t - track.last_t, 1.0):
-            return False
-    return True
+    confirms_previous = (
+        track.outlier
+        and track.last_t is not None
+        and not too_fast(track.lat, track.lon, track.accuracy_m, track.last_t, fix, limit)
+    )
+    return not confirms_previous
 
 
 def copy_state(state: OrderState) -> OrderState:
