@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
 import random
 import resource
 import sys
@@ -254,7 +255,7 @@ def run_postgis(work: Workload, limit: int) -> tuple[float, int] | str:
 
 def main(sizes: list[int], n_fixes: int, postgis_fixes: int, as_json: bool) -> dict[str, Any]:
     results: dict[str, Any] = {
-        "machine": {"cpus": __import__("os").cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "rows": [],
     }
     for n in sizes:

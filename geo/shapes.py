@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any, Protocol
 
 import shapely
-from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.validation import explain_validity
 
 from geo import municipalities
@@ -227,8 +227,3 @@ def compile_shape(
     if geometry.get("type") == "Point":
         return compile_circle(geometry, radius_m)
     return compile_polygon(geometry)
-
-
-def to_shapely_lonlat(geometry: dict[str, Any]) -> Any:
-    """The GeoJSON geometry as a shapely object in degrees (for display and oracles)."""
-    return shape(geometry)

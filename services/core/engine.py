@@ -392,12 +392,9 @@ def _late_fix(
         key = zone.episode_key
         episode = state.episodes.get(key)
         if episode is not None and fix.t >= episode.started_at - rules.hysteresis_s:
-            if episode.seq >= 0 and raise_only(
-                episode.severity, episode.certainty, "breach", "certain"
-            ) != (episode.severity, episode.certainty):
-                episode.severity, episode.certainty = raise_only(
-                    episode.severity, episode.certainty, "breach", "certain"
-                )
+            raised = raise_only(episode.severity, episode.certainty, "breach", "certain")
+            if episode.seq >= 0 and raised != (episode.severity, episode.certainty):
+                episode.severity, episode.certainty = raised
                 episode.seq += 1
                 alerts.append(
                     _alert(order, episode, "updated", now, fix=fix, distance_m=distance, late=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from schemas.wire import Alert
@@ -361,8 +362,6 @@ def test_nan_and_out_of_range_coordinates_are_rejected() -> None:
     order = compiled(zones=[BAN])
     bad = fix(0, 0, T0)
     for lat, lon in [(math.nan, 5.0), (52.0, math.inf), (91.0, 5.0), (52.0, -181.0)]:
-        signal = bad.__class__(
-            **{**{f: getattr(bad, f) for f in bad.__struct_fields__}, "lat": lat, "lon": lon}
-        )
+        signal = msgspec.structs.replace(bad, lat=lat, lon=lon)
         with pytest.raises(SignalRejected):
             evaluate(new_state(order, T0), signal, order, now=T0)
