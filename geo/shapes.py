@@ -77,7 +77,7 @@ class CircleShape:
 class PolygonShape:
     """A Polygon or MultiPolygon in its own local metric plane, prepared for repeated queries."""
 
-    __slots__ = ("_boundary", "_geojson", "_metric", "_xy_bounds", "bounds", "plane")
+    __slots__ = ("_boundary", "_geojson", "_metric", "bounds", "plane", "xy_bounds")
 
     def __init__(self, geojson: dict[str, Any], metric: Polygon | MultiPolygon, plane: LocalPlane):
         self._geojson = geojson
@@ -87,7 +87,7 @@ class PolygonShape:
         shapely.prepare(self._metric)
         shapely.prepare(self._boundary)
         minx, miny, maxx, maxy = (float(v) for v in metric.bounds)
-        self._xy_bounds: tuple[float, float, float, float] = (minx, miny, maxx, maxy)
+        self.xy_bounds: tuple[float, float, float, float] = (minx, miny, maxx, maxy)
         min_lat, min_lon = plane.to_latlon(minx, miny)
         max_lat, max_lon = plane.to_latlon(maxx, maxy)
         self.bounds = (min_lon, min_lat, max_lon, max_lat)
@@ -98,7 +98,7 @@ class PolygonShape:
 
     def signed_distance(self, lat: float, lon: float, within: float = math.inf) -> float:
         x, y = self.plane.to_xy(lat, lon)
-        minx, miny, maxx, maxy = self._xy_bounds
+        minx, miny, maxx, maxy = self.xy_bounds
         outside_box = max(minx - x, x - maxx, miny - y, y - maxy)
         if outside_box >= within:
             return outside_box  # a lower bound, and far enough that nobody needs more

@@ -106,11 +106,12 @@ def bench_core(
     as_json: Annotated[
         bool, typer.Option("--json", help="one JSON line instead of a table")
     ] = False,
+    batch_size: Annotated[int, typer.Option(help="signals per batch of the batch path")] = 8192,
 ) -> None:
     """Fixes/s of the rules engine against a naive shapely baseline and PostGIS, same run."""
     from bench.core import main as run
 
-    run([int(n) for n in orders.split(",")], fixes, postgis_fixes, as_json)
+    run([int(n) for n in orders.split(",")], fixes, postgis_fixes, as_json, batch_size)
 
 
 @app.command("settings")

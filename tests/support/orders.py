@@ -60,6 +60,7 @@ def order_event(
     valid_until: float | None = None,
     order_id: str = "BB-2026-000123",
     victim_device: str | None = "VD-2001",
+    subject_device: str = "EB-1001",
 ) -> wire.OrderEvent:
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
@@ -73,7 +74,7 @@ def order_event(
             "version": version,
             "valid_from": iso(valid_from),
             "valid_until": iso(valid_until) if valid_until is not None else None,
-            "subject": {"person_id": "P-1", "device_id": "EB-1001"},
+            "subject": {"person_id": "P-1", "device_id": subject_device},
             "protected_persons": [{"person_id": "V-1", "device_id": victim_device}],
             "region": "midden-nederland",
             "probation_officer_id": "po-17",

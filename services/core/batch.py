@@ -1,0 +1,593 @@
+"""The engine over a batch of signals for many orders at once, with the decisions of a fold of
+`evaluate` over the same signals in the same order.
+
+Most fixes are quiet: in order, plausible, clear of every zone by more than their accuracy and
+warning buffer, no episode running for their order, no partner device near in time. Such a fix
+decides nothing; it only moves its device's track forward. A `Partition` keeps the device tracks
+of all its orders column-wise in numpy arrays, decides which fixes of a batch are quiet in bulk,
+moves their tracks in bulk, and hands every other signal — and everything after it of the same
+order in the batch — to `evaluate` itself, one at a time, in batch order.
+
+Bulk decisions keep `QUIET_MARGIN` (metres or seconds) away from every threshold, so a rounding
+difference between numpy and the scalar path can only send a fix down the scalar path, never
+change a decision. tests/unit/test_core_batch.py checks the equality, property-based.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from geo.projection import fast_distance_m_array, wrap_longitude_delta_array
+from geo.shapes import CircleShape, PolygonShape
+from schemas.wire import Alert
+from services.core.config import DEFAULT_RULES, RuleConfig
+from services.core.engine import apply_order, evaluate, new_state, tick
+from services.core.model import (
+    CompiledOrder,
+    DeviceTrack,
+    Fix,
+    OrderState,
+    Signal,
+    SignalRejected,
+)
+from services.core.schedule import MINUTES_PER_WEEK, local_minute_of_week_array
+
+QUIET_MARGIN = 1e-6
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bool = npt.NDArray[np.bool_]
+
+NO_SLOT = -1
+MANY_SLOTS = -2  # more than one protected device watched: always the scalar path
+
+# Device track fields held per slot: the optional ones with NaN for None, the others 0.0 as in
+# a fresh DeviceTrack.
+_TRACK_OPTIONAL = ("last_t", "good_t", "last_rx", "last_fix_rx", "battery_pct")
+_TRACK_PLAIN = ("lat", "lon", "accuracy_m", "good_lat", "good_lon", "good_accuracy_m")
+_TRACK_FLOATS = _TRACK_OPTIONAL + _TRACK_PLAIN
+_ORDER_FLOATS = ("valid_from", "valid_until", "watch_since")
+_ORDER_INTS = ("subject_slot", "partner_slot", "zone_start", "zone_count")
+_ORDER_BOOLS = ("revoked", "ended", "hot")
+_ZONE_FLOATS = ("lat0", "lon0", "kx", "ky", "radius_m", "minx", "miny", "maxx", "maxy", "buffer")
+_ZONE_INTS = ("schedule_row",)
+_ZONE_BOOLS = ("presence",)
+
+
+class _Columns:
+    """Named numpy columns of one length, grown by doubling; new rows take the given fill."""
+
+    def __init__(self, spec: dict[str, tuple[type, Any]]) -> None:
+        self._spec = spec
+        self.size = 0
+        self.col: dict[str, npt.NDArray[Any]] = {
+            name: np.full(16, fill, dtype=dtype) for name, (dtype, fill) in spec.items()
+        }
+
+    def add(self, count: int = 1) -> int:
+        first = self.size
+        self.size += count
+        capacity = len(next(iter(self.col.values())))
+        if self.size > capacity:
+            new_capacity = max(self.size, capacity * 2)
+            for name, (dtype, fill) in self._spec.items():
+                grown: npt.NDArray[Any] = np.full(new_capacity, fill, dtype=dtype)
+                grown[:capacity] = self.col[name]
+                self.col[name] = grown
+        return first
+
+
+@dataclass
+class SignalBatch:
+    """Signals of many orders in arrival order, with their numbers column-wise. Build it with
+    `Partition.batch`."""
+
+    signals: list[Signal]
+    order: I64
+    slot: I64
+    is_fix: Bool
+    subject: Bool
+    forced_slow: Bool  # not a fix, or a device in a role the columns do not model
+    t: F64
+    lat: F64
+    lon: F64
+    accuracy_m: F64
+    battery_pct: F64
+    # (position in the input, reason) for signals of orders this partition does not hold
+    unknown: list[tuple[int, str]] = field(default_factory=list)
+    positions: I64 | None = None  # input position of each kept signal, when some were dropped
+
+    def __len__(self) -> int:
+        return len(self.signals)
+
+
+@dataclass
+class BatchOutcome:
+    alerts: list[Alert]  # in input order, as a fold of `evaluate` would give them
+    rejected: list[tuple[int, str]]  # (input position, reason)
+    quiet: int  # fixes decided in bulk
+    touched: set[int]  # order indices whose state changed
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+class Partition:
+    """The orders of one partition, their states, and their device tracks column-wise."""
+
+    def __init__(self, rules: RuleConfig = DEFAULT_RULES) -> None:
+        self.rules = rules
+        self.orders: list[CompiledOrder] = []
+        self.states: list[OrderState] = []  # device tracks live in the columns, not in here
+        self.index: dict[str, int] = {}
+        self._slot_of: dict[tuple[int, str], int] = {}
+        self._slot_device: list[str] = []
+        self._order_slots: list[list[int]] = []
+        self._slots = _Columns(
+            {name: (np.float64, math.nan) for name in _TRACK_OPTIONAL}
+            | {name: (np.float64, 0.0) for name in _TRACK_PLAIN}
+            | {"outlier": (np.bool_, False), "watched": (np.bool_, False)}
+        )
+        self._orders = _Columns(
+            {name: (np.float64, math.nan) for name in _ORDER_FLOATS}
+            | {name: (np.int64, NO_SLOT) for name in _ORDER_INTS}
+            | {name: (np.bool_, False) for name in _ORDER_BOOLS}
+        )
+        self._zones = _Columns(
+            {name: (np.float64, math.nan) for name in _ZONE_FLOATS}
+            | {name: (np.int64, -1) for name in _ZONE_INTS}
+            | {name: (np.bool_, False) for name in _ZONE_BOOLS}
+        )
+        self._schedule_rows: dict[bytes, int] = {}
+        self._masks = np.zeros((0, MINUTES_PER_WEEK), dtype=np.bool_)
+
+    # ------------------------------------------------------------ orders
+
+    def upsert(
+        self, order: CompiledOrder, now: float, state: OrderState | None = None
+    ) -> list[Alert]:
+        """Add an order (with its checkpointed state, if any) or move it to a new version."""
+        i = self.index.get(order.order_id)
+        if i is None:
+            i = self._orders.add()
+            self.index[order.order_id] = i
+            self.orders.append(order)
+            self.states.append(state if state is not None else new_state(order, now))
+            self._order_slots.append([])
+            self._orders.col["hot"][i] = True  # its tracks, if any, are objects in `state`
+            self._compile_order_rows(i)
+            self._settle(i)
+            return []
+        if state is not None:
+            raise ValueError(f"order {order.order_id} is already held; restore only new orders")
+        self._hold_as_objects(i)
+        self.states[i], alerts = apply_order(self.states[i], order, now, self.rules)
+        self.orders[i] = order
+        self._compile_order_rows(i)
+        self._settle(i)
+        return alerts
+
+    def export_state(self, i: int) -> OrderState:
+        """The full state of one order, tracks included: what a checkpoint stores."""
+        state = self.states[i]
+        return OrderState(
+            order_id=state.order_id, version=state.version, watch_since=state.watch_since,
+            ended=state.ended, zone_fingerprints=dict(state.zone_fingerprints),
+            ban_fingerprints=dict(state.ban_fingerprints),
+            devices=(
+                {d: msgspec.structs.replace(track) for d, track in state.devices.items()}
+                if self._orders.col["hot"][i] else self._tracks(i)
+            ),
+            episodes=dict(state.episodes), late_windows=dict(state.late_windows),
+            last_started=dict(state.last_started),
+        )  # fmt: skip
+
+    def _slot(self, i: int, device_id: str) -> int:
+        slot = self._slot_of.get((i, device_id))
+        if slot is None:
+            slot = self._slots.add()
+            self._slot_of[(i, device_id)] = slot
+            self._slot_device.append(device_id)
+            self._order_slots[i].append(slot)
+        return slot
+
+    def _compile_order_rows(self, i: int) -> None:
+        order, state, cols = self.orders[i], self.states[i], self._orders.col
+        cols["valid_from"][i] = order.valid_from
+        cols["valid_until"][i] = math.inf if order.valid_until is None else order.valid_until
+        cols["watch_since"][i] = state.watch_since
+        cols["revoked"][i] = order.revoked
+        cols["subject_slot"][i] = (
+            NO_SLOT if order.subject_device_id is None else self._slot(i, order.subject_device_id)
+        )
+        watched = sorted(order.bans_by_protected_device)
+        for slot in self._order_slots[i]:
+            self._slots.col["watched"][slot] = self._slot_device[slot] in watched
+        cols["partner_slot"][i] = (
+            NO_SLOT if not watched
+            else self._slot(i, watched[0]) if len(watched) == 1
+            else MANY_SLOTS
+        )  # fmt: skip
+        for device in watched:
+            self._slots.col["watched"][self._slot(i, device)] = True
+        # Zones get fresh rows; the old rows of an amended order are simply no longer pointed at.
+        first = self._zones.add(len(order.zones))
+        cols["zone_start"][i], cols["zone_count"][i] = first, len(order.zones)
+        z = self._zones.col
+        for row, zone in enumerate(order.zones, start=first):
+            shape = zone.shape
+            z["buffer"][row] = zone.warning_buffer_m
+            z["presence"][row] = zone.kind == "presence_obligation"
+            z["schedule_row"][row] = (
+                -1 if zone.schedule is None else self._schedule_row(zone.schedule.mask)
+            )
+            if isinstance(shape, CircleShape):
+                z["lat0"][row], z["lon0"][row] = shape.lat0, shape.lon0
+                z["kx"][row], z["ky"][row] = shape.kx, shape.ky
+                z["radius_m"][row] = shape.radius_m
+            elif isinstance(shape, PolygonShape):
+                plane = shape.plane
+                z["lat0"][row], z["lon0"][row], z["kx"][row], z["ky"][row] = (
+                    plane.lat0,
+                    plane.lon0,
+                    plane.kx,
+                    plane.ky,
+                )
+                z["radius_m"][row] = math.nan
+                z["minx"][row], z["miny"][row], z["maxx"][row], z["maxy"][row] = shape.xy_bounds
+            else:  # an unknown shape: never quiet, always the scalar path
+                z["radius_m"][row] = math.nan
+                z["minx"][row] = z["miny"][row] = -math.inf
+                z["maxx"][row] = z["maxy"][row] = math.inf
+
+    def _schedule_row(self, mask: bytes) -> int:
+        row = self._schedule_rows.get(mask)
+        if row is None:
+            row = self._schedule_rows[mask] = len(self._masks)
+            week = np.frombuffer(mask, dtype=np.uint8).astype(np.bool_)
+            self._masks = np.vstack([self._masks, week[np.newaxis, :]])
+        return row
+
+    # ------------------------------------------------------------ tracks: columns <-> objects
+
+    def _tracks(self, i: int) -> dict[str, DeviceTrack]:
+        c = self._slots.col
+        tracks = {}
+        for slot in self._order_slots[i]:
+            if math.isnan(c["last_rx"][slot]):
+                continue  # never heard from: the scalar engine holds no track for it either
+            battery = c["battery_pct"][slot]
+            tracks[self._slot_device[slot]] = DeviceTrack(
+                last_t=_none_if_nan(c["last_t"][slot]), lat=float(c["lat"][slot]),
+                lon=float(c["lon"][slot]), accuracy_m=float(c["accuracy_m"][slot]),
+                outlier=bool(c["outlier"][slot]), good_t=_none_if_nan(c["good_t"][slot]),
+                good_lat=float(c["good_lat"][slot]), good_lon=float(c["good_lon"][slot]),
+                good_accuracy_m=float(c["good_accuracy_m"][slot]),
+                last_rx=_none_if_nan(c["last_rx"][slot]),
+                last_fix_rx=_none_if_nan(c["last_fix_rx"][slot]),
+                battery_pct=None if math.isnan(battery) else int(battery),
+            )  # fmt: skip
+        return tracks
+
+    def _hold_as_objects(self, i: int) -> None:
+        """Before the scalar path: the order's tracks as DeviceTrack objects in its state."""
+        hot = self._orders.col["hot"]
+        if not hot[i]:
+            self.states[i].devices = self._tracks(i)
+            hot[i] = True
+
+    def _settle(self, i: int) -> None:
+        """After the scalar path. An order with a running episode keeps its tracks as objects
+        (all its signals take the scalar path until the episode ends, so moving them to the
+        columns and back every batch would be wasted); a quiet one goes back to the columns."""
+        state, cols = self.states[i], self._orders.col
+        cols["ended"][i] = state.ended
+        cols["hot"][i] = bool(state.episodes)
+        if state.episodes:
+            return
+        c = self._slots.col
+        for device_id, track in state.devices.items():
+            slot = self._slot(i, device_id)
+            for name in _TRACK_FLOATS:
+                c[name][slot] = _nan_if_none(getattr(track, name))
+            c["outlier"][slot] = track.outlier
+        state.devices = {}
+
+    # ------------------------------------------------------------ batches
+
+    def batch(self, items: Sequence[tuple[str, Signal]]) -> SignalBatch:
+        """Column-wise view of (order_id, signal) pairs, in arrival order. Comprehensions, not
+        one loop with appends: this runs for every signal and is a third of the batch path."""
+        index_get = self.index.get
+        order_idx = [index_get(order_id, -1) for order_id, _ in items]
+        unknown: list[tuple[int, str]] = []
+        positions = None
+        if -1 in order_idx:
+            unknown = [
+                (position, f"order {order_id} is not held by this evaluator")
+                for position, ((order_id, _), i) in enumerate(zip(items, order_idx, strict=True))
+                if i < 0
+            ]
+            positions = np.flatnonzero(np.array(order_idx, dtype=np.int64) >= 0)
+            items = [items[p] for p in positions.tolist()]
+            order_idx = [i for i in order_idx if i >= 0]
+        kept = [signal for _, signal in items]
+        slot_get = self._slot_of.get
+        slots = [slot_get((i, sig.device_id), -1) for i, sig in zip(order_idx, kept, strict=True)]
+        if -1 in slots:
+            slots = [
+                self._slot(i, sig.device_id) if slot < 0 else slot
+                for i, sig, slot in zip(order_idx, kept, slots, strict=True)
+            ]
+        is_fix = np.array([type(sig) is Fix for sig in kept], dtype=np.bool_)
+        subject = np.array([sig.role == "subject" for sig in kept], dtype=np.bool_)
+        o = np.array(order_idx, dtype=np.int64)
+        s = np.array(slots, dtype=np.int64)
+        # A subject fix from a device other than the order's subject device (or the reverse)
+        # is legal but odd; the scalar path handles it.
+        odd_role = subject != (s == self._orders.col["subject_slot"][o])
+        if is_fix.all():
+            fixes: list[Fix] = kept  # type: ignore[assignment]
+        else:
+            far = Fix(device_id="", role="subject", person_id="", t=0.0, lat=math.nan,
+                      lon=math.nan, accuracy_m=math.nan)  # fmt: skip
+            fixes = [sig if type(sig) is Fix else far for sig in kept]
+        return SignalBatch(
+            signals=kept, order=o, slot=s, is_fix=is_fix, subject=subject,
+            forced_slow=~is_fix | odd_role,
+            t=np.array([sig.t for sig in kept], dtype=np.float64),
+            lat=np.array([f.lat for f in fixes], dtype=np.float64),
+            lon=np.array([f.lon for f in fixes], dtype=np.float64),
+            accuracy_m=np.array([f.accuracy_m for f in fixes], dtype=np.float64),
+            # None becomes NaN in a float array
+            battery_pct=np.array([sig.battery_pct for sig in kept], dtype=np.float64),
+            unknown=unknown, positions=positions,
+        )  # fmt: skip
+
+    def evaluate(self, batch: SignalBatch, now: float) -> BatchOutcome:
+        """Every signal of the batch, as `evaluate` one by one in batch order would."""
+        slow = self._slow(batch, now)
+        quiet = ~slow
+        self._move_quiet_tracks(batch, quiet, now)
+        alerts: list[Alert] = []
+        rejected = list(batch.unknown)
+        touched: set[int] = set(batch.order[quiet].tolist())
+        slow_at = np.flatnonzero(slow)
+        scalar: set[int] = set()
+        signals, orders, states, rules = batch.signals, self.orders, self.states, self.rules
+        order_of = batch.order
+        for position in slow_at.tolist():
+            i = int(order_of[position])
+            if i not in scalar:
+                self._hold_as_objects(i)
+                scalar.add(i)
+            try:
+                states[i], out = evaluate(states[i], signals[position], orders[i], now, rules)
+            except SignalRejected as exc:
+                where = position if batch.positions is None else int(batch.positions[position])
+                rejected.append((where, str(exc)))
+                continue
+            alerts += out
+        for i in scalar:
+            self._settle(i)
+        touched |= scalar
+        rejected.sort()
+        return BatchOutcome(alerts, rejected, int(quiet.sum()), touched)
+
+    def _move_quiet_tracks(self, batch: SignalBatch, quiet: Bool, now: float) -> None:
+        """What `evaluate` does to the track of a quiet fix, for the newest quiet fix per slot."""
+        c = self._slots.col
+        newest = _newest_per_key(batch.slot, quiet)
+        slots = batch.slot[newest]
+        # A quiet fix is not an outlier, so it is also the device's newest good fix.
+        c["last_t"][slots] = c["good_t"][slots] = batch.t[newest]
+        c["lat"][slots] = c["good_lat"][slots] = batch.lat[newest]
+        c["lon"][slots] = c["good_lon"][slots] = batch.lon[newest]
+        c["accuracy_m"][slots] = c["good_accuracy_m"][slots] = batch.accuracy_m[newest]
+        c["outlier"][slots] = False
+        c["last_rx"][slots] = now
+        c["last_fix_rx"][slots] = now
+        with np.errstate(invalid="ignore"):
+            in_force = (
+                ~self._orders.col["revoked"][batch.order]
+                & (batch.t >= self._orders.col["valid_from"][batch.order])
+                & (batch.t < self._orders.col["valid_until"][batch.order])
+            )
+        charged = _newest_per_key(
+            batch.slot, quiet & batch.subject & in_force & ~np.isnan(batch.battery_pct)
+        )
+        c["battery_pct"][batch.slot[charged]] = batch.battery_pct[charged]
+
+    def tick(self, now: float) -> tuple[list[Alert], set[int]]:
+        """Wall-clock timers of every order; only orders a timer may concern reach `tick`."""
+        n = self._orders.size
+        c, sc = self._orders.col, self._slots.col
+        subject = c["subject_slot"][:n]
+        has_subject = subject >= 0
+        heard = np.where(has_subject, sc["last_fix_rx"][np.maximum(subject, 0)], math.nan)
+        base = np.where(np.isnan(heard), c["watch_since"][:n], heard)
+        dark = (
+            has_subject
+            & (now >= c["valid_from"][:n])
+            & (now - base >= self.rules.signal_lost_after_s - QUIET_MARGIN)
+        )
+        # Hot orders hold their tracks as objects, so the columns cannot tell: always ask tick.
+        due = ~c["ended"][:n] & (
+            c["revoked"][:n] | (c["valid_until"][:n] <= now) | dark | c["hot"][:n]
+        )
+        alerts: list[Alert] = []
+        touched: set[int] = set()
+        for i in np.flatnonzero(due).tolist():
+            self._hold_as_objects(i)
+            self.states[i], out = tick(self.states[i], self.orders[i], now, self.rules)
+            self._settle(i)
+            if out:
+                alerts += out
+                touched.add(i)
+        return alerts, touched
+
+    # ------------------------------------------------------------ the bulk decision
+
+    def _slow(self, batch: SignalBatch, now: float) -> Bool:
+        """Which signals need the scalar path: everything not provably quiet, and everything
+        after such a signal of the same order."""
+        n = len(batch)
+        rules, m = self.rules, QUIET_MARGIN
+        oc, sc = self._orders.col, self._slots.col
+        o, s, t = batch.order, batch.slot, batch.t
+        lat, lon, acc = batch.lat, batch.lon, batch.accuracy_m
+        if n == 0:
+            return np.zeros(0, dtype=np.bool_)
+        with np.errstate(invalid="ignore"):
+            # The contract checks of `check_signal`: a signal that breaks one is rejected there.
+            slow = batch.forced_slow | oc["hot"][o]
+            slow |= ~(np.isfinite(t) & (t - now <= rules.max_future_skew_s))
+            slow |= ~(np.isfinite(lat) & (lat >= -90.0) & (lat <= 90.0))
+            slow |= ~(np.isfinite(lon) & (lon >= -180.0) & (lon <= 180.0))
+            slow |= ~(np.isfinite(acc) & (acc > 0.0))
+            in_force = ~oc["revoked"][o] & (t >= oc["valid_from"][o]) & (t < oc["valid_until"][o])
+            battery = batch.battery_pct
+            slow |= batch.subject & in_force & (battery < rules.battery_low_pct)
+
+            # The device's previous fix: an earlier quiet fix of the batch, or its track.
+            previous = _previous_in_group(s)
+            has_prev = previous >= 0
+            prev = np.maximum(previous, 0)
+
+            def before(name: str, values: F64) -> F64:
+                return np.where(has_prev, values[prev], sc[name][s])
+
+            last_t = before("last_t", t)
+            slow |= last_t > t  # late: the scalar path keeps it as evidence
+            good_t = before("good_t", t)
+            jump = (
+                fast_distance_m_array(lat, lon, before("good_lat", lat), before("good_lon", lon))
+                - before("good_accuracy_m", acc) - acc
+            )  # fmt: skip
+            slow |= jump > rules.max_speed_mps * np.maximum(t - good_t, 1.0) - m
+
+            watching = batch.subject & in_force & ~slow
+            slow |= self._near_a_zone(batch, np.flatnonzero(watching))
+            slow |= self._partner_in_time(batch, in_force)
+        return _spread_to_later(o, slow)
+
+    def _near_a_zone(self, batch: SignalBatch, items: I64) -> Bool:
+        near = np.zeros(len(batch), dtype=np.bool_)
+        if len(items) == 0:
+            return near
+        oc, z = self._orders.col, self._zones.col
+        orders = batch.order[items]
+        counts = oc["zone_count"][orders]
+        pair_item = np.repeat(items, counts)
+        starts = np.repeat(oc["zone_start"][orders], counts)
+        offsets = np.arange(len(pair_item)) - np.repeat(np.cumsum(counts) - counts, counts)
+        row = starts + offsets
+        lat, lon = batch.lat[pair_item], batch.lon[pair_item]
+        dx = wrap_longitude_delta_array(lon - z["lon0"][row]) * z["kx"][row]
+        dy = (lat - z["lat0"][row]) * z["ky"][row]
+        radius = z["radius_m"][row]
+        is_circle = ~np.isnan(radius)
+        reach = batch.accuracy_m[pair_item] + z["buffer"][row] + QUIET_MARGIN
+        circle_distance = np.sqrt(dx * dx + dy * dy) - radius
+        # Outside a polygon's box by this much: a lower bound of the distance to the polygon.
+        outside_box = np.maximum(
+            np.maximum(z["minx"][row] - dx, dx - z["maxx"][row]),
+            np.maximum(z["miny"][row] - dy, dy - z["maxy"][row]),
+        )
+        presence = z["presence"][row]
+        clear = np.where(
+            presence,
+            is_circle & (circle_distance <= -reach),  # deep inside where one must be
+            np.where(is_circle, circle_distance >= reach, outside_box >= reach),
+        )
+        scheduled = z["schedule_row"][row] >= 0
+        if scheduled.any():
+            at = np.flatnonzero(scheduled)
+            minute = local_minute_of_week_array(batch.t[pair_item[at]])
+            clear[at] |= ~self._masks[z["schedule_row"][row[at]], minute]
+        near[pair_item[~clear]] = True
+        return near
+
+    def _partner_in_time(self, batch: SignalBatch, in_force: Bool) -> Bool:
+        """Fixes that pair with the other device of a contact ban within the contact window."""
+        oc, sc = self._orders.col, self._slots.col
+        o, s, t = batch.order, batch.slot, batch.t
+        partner_of_order = oc["partner_slot"][o]
+        as_subject = batch.subject & (partner_of_order != NO_SLOT)
+        as_protected = ~batch.subject & sc["watched"][s]
+        partner = np.where(as_subject, partner_of_order, oc["subject_slot"][o])
+        concerned = in_force & (as_subject | as_protected)
+        if not concerned.any():
+            return np.zeros(len(batch), dtype=np.bool_)
+        # The partner's newest time: its latest earlier signal in the batch, else its track.
+        latest_subject = _last_marked_in_group(o, s == oc["subject_slot"][o])
+        latest_protected = _last_marked_in_group(o, s == partner_of_order)
+        latest = np.where(as_subject, latest_protected, latest_subject)
+        partner_t = np.where(
+            latest >= 0, t[np.maximum(latest, 0)], sc["last_t"][np.maximum(partner, 0)]
+        )
+        with np.errstate(invalid="ignore"):
+            in_time = np.abs(t - partner_t) <= self.rules.contact_window_s + QUIET_MARGIN
+        paired: Bool = concerned & ((partner < 0) | in_time)
+        return paired
+
+
+# ---------------------------------------------------------------- group helpers
+
+
+def _previous_in_group(keys: I64) -> I64:
+    """For each position, the previous position with the same key, or -1."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    same = np.zeros(len(keys), dtype=np.bool_)
+    same[1:] = sorted_keys[1:] == sorted_keys[:-1]
+    previous_sorted = np.where(same, np.roll(order, 1), -1)
+    previous = np.empty(len(keys), dtype=np.int64)
+    previous[order] = previous_sorted
+    return previous
+
+
+def _last_marked_in_group(groups: I64, marked: Bool) -> I64:
+    """For each position, the last position at or before it in the same group that is marked,
+    or -1."""
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    index = np.where(marked[order], np.arange(len(groups)), -1)
+    last = np.maximum.accumulate(index) if len(index) else index
+    valid = last >= 0
+    valid[valid] = sorted_groups[last[valid]] == sorted_groups[valid]
+    found = np.where(valid, order[np.maximum(last, 0)], -1)
+    result = np.empty(len(groups), dtype=np.int64)
+    result[order] = found
+    return result
+
+
+def _newest_per_key(keys: I64, marked: Bool) -> I64:
+    """The last marked position of each key."""
+    at = np.flatnonzero(marked)
+    if len(at) == 0:
+        return at
+    order = np.argsort(keys[at], kind="stable")
+    ordered_keys = keys[at][order]
+    last = np.ones(len(at), dtype=np.bool_)
+    last[:-1] = ordered_keys[:-1] != ordered_keys[1:]
+    return at[order][last]
+
+
+def _spread_to_later(groups: I64, slow: Bool) -> Bool:
+    """Once a signal of an order needs the scalar path, so does everything after it of that
+    order: the bulk decisions assumed the quiet state before them."""
+    spread: Bool = _last_marked_in_group(groups, slow) >= 0
+    return spread

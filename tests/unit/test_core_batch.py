@@ -1,0 +1,227 @@
+"""The batch path decides exactly as `evaluate` one signal at a time: the same alerts in the same
+order, the same rejections, the same state afterwards — over random walks of several devices in
+several orders (shared subject devices, a contact ban with a moving victim, an always-on
+presence obligation, an order expiring), with late fixes, duplicates, outliers, malformed fixes,
+health events, ticks and amendments, cut into random batches."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.wire import Alert
+from services.core import apply_order, evaluate, new_state, tick
+from services.core.batch import Partition
+from services.core.model import CompiledOrder, Fix, OrderState, Signal, SignalRejected
+from tests.support.orders import T0, circle, compiled, event, fix, square
+
+CONTACT = [{"protected_person_id": "V-1", "min_distance_m": 300, "warning_distance_m": 600}]
+
+
+def _order_a(version: int = 1, radius: float = 200) -> CompiledOrder:
+    return compiled(
+        order_id="BB-A", version=version,
+        zones=[
+            circle("z1", 0, 0, radius, warning_buffer_m=200),
+            square("sq", 1500, 0, 300),
+            circle("home", -1500, 0, 150, kind="presence_obligation",
+                   schedule=[{"days": ["mon", "tue"], "start": "10:30", "end": "12:00"}]),
+        ],
+        contact_bans=CONTACT,
+    )  # fmt: skip
+
+
+ORDERS = [
+    _order_a(),
+    # The same ankle monitor in a second order: an always-on presence obligation (a polygon).
+    compiled(
+        order_id="BB-B",
+        zones=[square("area", 0, 0, 2500, kind="presence_obligation"), circle("c", 900, 0, 100)],
+        victim_device=None,
+    ),
+    # Another subject whose order expires during the walk.
+    compiled(
+        order_id="BB-C",
+        subject_device="EB-2002",
+        zones=[circle("c2", 300, 300, 250, warning_buffer_m=100)],
+        valid_until=T0 + 3000,
+    ),
+]
+MEMBERS = {"EB-1001": ["BB-A", "BB-B"], "VD-2001": ["BB-A"], "EB-2002": ["BB-C"]}
+INDEX = {o.order_id: o for o in ORDERS}
+
+
+@dataclass
+class Step:
+    kind: str  # "signals", "tick" or "amend"
+    now: float
+    signals: list[tuple[str, Signal]]
+
+
+def _bad(f: Fix, how: str) -> Fix:
+    changes = {
+        "nan": {"lat": math.nan},
+        "range": {"lon": 200.0},
+        "accuracy": {"accuracy_m": 0.0},
+        "future": {"t": f.t + 3600},
+    }[how]
+    return Fix(**{**{k: getattr(f, k) for k in f.__struct_fields__}, **changes})
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> list[Step]:
+    t = T0
+    pos = {d: [draw(st.floats(-2500, 2500)), draw(st.floats(-800, 800))] for d in MEMBERS}
+    sent: dict[str, list[tuple[float, float, float]]] = {d: [] for d in MEMBERS}
+    steps: list[Step] = []
+    pending: list[tuple[str, Signal]] = []
+    for _ in range(draw(st.integers(1, 150))):
+        t += draw(st.floats(0, 60))
+        device = draw(st.sampled_from(["EB-1001"] * 4 + ["VD-2001", "EB-2002"]))
+        p = pos[device]
+        stride = draw(st.sampled_from([5.0, 50.0, 300.0]))
+        p[0] += draw(st.floats(-stride, stride))
+        p[1] += draw(st.floats(-stride, stride))
+        acc = draw(st.sampled_from([3.0, 8.0, 25.0, 80.0]))
+        kind = draw(
+            st.sampled_from(["fix"] * 10 + ["late", "jump", "bad", "event", "cut", "tick", "amend"])
+        )
+        signal: Signal | None = None
+        if kind == "fix":
+            battery = draw(st.none() | st.integers(5, 100))
+            signal = fix(p[0], p[1], t, acc, device=device, battery_pct=battery)
+        elif kind == "late" and sent[device]:
+            # A fix buffered out of coverage, delivered after newer ones.
+            old_t, old_x, old_y = draw(st.sampled_from(sent[device]))
+            signal = fix(old_x, old_y, old_t, acc, device=device)
+        elif kind == "jump":
+            signal = fix(p[0] + 50_000, p[1], t, acc, device=device)
+        elif kind == "bad":
+            how = draw(st.sampled_from(["nan", "range", "accuracy", "future"]))
+            signal = _bad(fix(p[0], p[1], t, acc, device=device), how)
+        elif kind == "event":
+            name = draw(st.sampled_from(["strap_tamper", "charging", "power_off", "battery"]))
+            signal = event(name, t, device=device, battery=draw(st.integers(0, 100)))
+        if kind == "fix":
+            sent[device].append((t, p[0], p[1]))
+        if signal is not None:
+            pending += [(order_id, signal) for order_id in MEMBERS[signal.device_id]]
+        if kind in ("cut", "tick", "amend") and pending:
+            steps.append(Step("signals", t, pending))
+            pending = []
+        if kind == "tick":
+            steps.append(Step("tick", t + draw(st.floats(0, 900)), []))
+        elif kind == "amend":
+            steps.append(Step("amend", t, []))
+    if pending:
+        steps.append(Step("signals", t, pending))
+    return steps
+
+
+def _one_by_one(steps: list[Step]) -> tuple[list[list[Alert]], list[list[int]], list[OrderState]]:
+    orders = dict(INDEX)
+    states = {o.order_id: new_state(o, T0) for o in ORDERS}
+    alerts: list[list[Alert]] = []
+    rejected: list[list[int]] = []
+    version = 1
+    for step in steps:
+        out: list[Alert] = []
+        bad: list[int] = []
+        if step.kind == "signals":
+            for position, (order_id, signal) in enumerate(step.signals):
+                try:
+                    states[order_id], more = evaluate(
+                        states[order_id], signal, orders[order_id], step.now
+                    )
+                except SignalRejected:
+                    bad.append(position)
+                    continue
+                out += more
+        elif step.kind == "tick":
+            for order_id in states:
+                states[order_id], more = tick(states[order_id], orders[order_id], step.now)
+                out += more
+        else:
+            version += 1
+            orders["BB-A"] = _order_a(version, radius=200 + 50 * (version % 2))
+            states["BB-A"], out = apply_order(states["BB-A"], orders["BB-A"], step.now)
+        alerts.append(out)
+        rejected.append(bad)
+    return alerts, rejected, [states[o.order_id] for o in ORDERS]
+
+
+def _in_batches(steps: list[Step]) -> tuple[list[list[Alert]], list[list[int]], list[OrderState]]:
+    partition = Partition()
+    for order in ORDERS:
+        partition.upsert(order, T0)
+    alerts: list[list[Alert]] = []
+    rejected: list[list[int]] = []
+    version = 1
+    for step in steps:
+        if step.kind == "signals":
+            outcome = partition.evaluate(partition.batch(step.signals), step.now)
+            alerts.append(outcome.alerts)
+            rejected.append([position for position, _ in outcome.rejected])
+        elif step.kind == "tick":
+            out, _ = partition.tick(step.now)
+            alerts.append(out)
+            rejected.append([])
+        else:
+            version += 1
+            amended = _order_a(version, radius=200 + 50 * (version % 2))
+            alerts.append(partition.upsert(amended, step.now))
+            rejected.append([])
+    return alerts, rejected, [partition.export_state(i) for i in range(len(ORDERS))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=scenarios())
+def test_batches_decide_exactly_as_evaluate_one_signal_at_a_time(steps: list[Step]) -> None:
+    expected_alerts, expected_rejected, expected_states = _one_by_one(steps)
+    alerts, rejected, states = _in_batches(steps)
+    assert alerts == expected_alerts
+    assert rejected == expected_rejected
+    assert states == expected_states
+
+
+def test_quiet_fixes_are_decided_in_bulk_and_loud_ones_by_the_engine() -> None:
+    """Not only equal but actually batched: far-away fixes never reach the scalar path, and a
+    fix inside a zone does, with everything after it of the same order."""
+    partition = Partition()
+    for order in ORDERS:
+        partition.upsert(order, T0)
+    far = [("BB-C", fix(-5000 + i, -5000, T0 + i, 5.0, device="EB-2002")) for i in range(50)]
+    outcome = partition.evaluate(partition.batch(far), T0 + 60)
+    assert outcome.quiet == 50 and outcome.alerts == []
+    inside = [("BB-C", fix(300, 300, T0 + 100, 5.0, device="EB-2002"))]
+    after = [("BB-C", fix(-5000, -5000, T0 + 101 + i, 5.0, device="EB-2002")) for i in range(3)]
+    outcome = partition.evaluate(partition.batch(inside + after), T0 + 110)
+    assert outcome.quiet == 0
+    assert [(a.rule, a.zone_id, a.status) for a in outcome.alerts] == [
+        ("location_ban", "c2", "open")
+    ]
+
+
+def test_a_signal_for_an_order_it_does_not_hold_is_reported_not_dropped_silently() -> None:
+    partition = Partition()
+    partition.upsert(ORDERS[2], T0)
+    outcome = partition.evaluate(
+        partition.batch([("BB-X", fix(0, 0, T0, device="EB-2002"))]), T0 + 1
+    )
+    assert outcome.rejected == [(0, "order BB-X is not held by this evaluator")]
+
+
+def test_a_quiet_late_fix_does_not_move_the_track_back() -> None:
+    """Far from every zone a late fix decides nothing, yet the track keeps the newest fix: the
+    next fix's speed check must measure from there."""
+    partition = Partition()
+    partition.upsert(ORDERS[2], T0)
+    newest = fix(-5000, -5000, T0 + 20, 5.0, device="EB-2002")
+    late = fix(-5010, -5000, T0 + 10, 5.0, device="EB-2002")
+    partition.evaluate(partition.batch([("BB-C", newest)]), T0 + 30)
+    partition.evaluate(partition.batch([("BB-C", late)]), T0 + 31)
+    track = partition.export_state(0).devices["EB-2002"]
+    assert (track.last_t, track.lon) == (newest.t, newest.lon)
