@@ -7,20 +7,37 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.config import DEFAULT_RULES as _D
+
 
 class RuleTimings(BaseSettings):
-    """Defaults of the rules engine (DESIGN.md, "Rules the core must get right")."""
+    """Overrides of the rules engine's tunables; the defaults are the core's own
+    (services/core/config.py), so there is one source of truth."""
 
     model_config = SettingsConfigDict(env_prefix="BW_RULES_", extra="ignore")
 
-    dwell_s: float = Field(60.0, gt=0, description="a possible breach alerts after this long")
-    dwell_fixes: int = Field(2, ge=1, description="...or after this many possible fixes")
-    hysteresis_s: float = Field(120.0, ge=0, description="clearly outside this long closes")
-    contact_window_s: float = Field(60.0, gt=0, description="fixes this close in time are paired")
-    signal_lost_after_s: float = Field(300.0, gt=0, description="no fix this long: signal lost")
-    max_future_skew_s: float = Field(60.0, ge=0, description="a ts further ahead is refused")
-    max_speed_mps: float = Field(70.0, gt=0, description="faster than this is an outlier")
-    battery_low_pct: int = Field(15, ge=0, le=100, description="below this: battery warning")
+    dwell_s: float = Field(_D.dwell_s, gt=0, description="a possible breach alerts after this long")
+    dwell_fixes: int = Field(
+        _D.dwell_fixes, ge=1, description="...or after this many possible fixes"
+    )
+    hysteresis_s: float = Field(
+        _D.hysteresis_s, ge=0, description="clearly outside this long closes"
+    )
+    contact_window_s: float = Field(
+        _D.contact_window_s, gt=0, description="fixes this close in time are paired"
+    )
+    signal_lost_after_s: float = Field(
+        _D.signal_lost_after_s, gt=0, description="no fix this long: signal lost"
+    )
+    max_future_skew_s: float = Field(
+        _D.max_future_skew_s, ge=0, description="a ts further ahead is refused"
+    )
+    max_speed_mps: float = Field(
+        _D.max_speed_mps, gt=0, description="faster than this is an outlier"
+    )
+    battery_low_pct: int = Field(
+        _D.battery_low_pct, ge=0, le=100, description="below this: battery warning"
+    )
 
 
 class Settings(BaseSettings):
