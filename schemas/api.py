@@ -133,3 +133,56 @@ __all__ = [
     "SubjectIn",
     "ZoneIn",
 ]
+
+
+class OrderAccepted(BaseModel):
+    """The answer to an accepted order event (and, unchanged, to a replay of its event id)."""
+
+    order_id: str
+    version: int
+    status: Literal["active", "revoked"]
+    event_id: str
+
+
+class OrderView(BaseModel):
+    """One order as its readers see it: the current version, whole."""
+
+    order_id: str
+    version: int
+    status: Literal["active", "revoked"]
+    region: str
+    probation_officer_id: str
+    risk_level: RiskLevel
+    valid_from: datetime
+    valid_until: datetime | None
+    order: OrderIn
+
+
+class ZoneSummary(BaseModel):
+    zone_id: str
+    kind: ZoneKind
+    label: str
+
+
+class Forbids(BaseModel):
+    contact_bans: list[ContactBanIn]
+    zones: list[ZoneSummary]
+
+
+class LookupHit(BaseModel):
+    order_id: str
+    region: str
+    risk_level: RiskLevel
+    matched_by: list[str] = Field(
+        description="protected_person, subject, or zone:<zone_id> (within radius_m)"
+    )
+    case_owner: CaseOwnerIn | None
+    probation_officer_id: str
+    valid_until: datetime | None
+    forbids: Forbids
+
+
+class LookupResult(BaseModel):
+    hits: list[LookupHit]
+    emergency: bool = Field(description="searched beyond the own region; flagged for review")
+    audit_id: int

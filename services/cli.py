@@ -24,6 +24,10 @@ app.add_typer(infra_app, name="infra")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
+audit_app = typer.Typer(help="The append-only, hash-chained audit log.")
+serve_app = typer.Typer(help="Run a service (HTTP on BW_HTTP_HOST:BW_HTTP_PORT).")
+app.add_typer(audit_app, name="audit")
+app.add_typer(serve_app, name="serve")
 
 
 @infra_app.command("up")
@@ -112,6 +116,61 @@ def bench_core(
     from bench.core import main as run
 
     run([int(n) for n in orders.split(",")], fixes, postgis_fixes, as_json, batch_size)
+
+
+@app.command("token")
+def token(
+    role: Annotated[str, typer.Option(help="cjib, operator, probation, victim-support or admin")],
+    sub: Annotated[str, typer.Option(help="who: a user or officer id")],
+    region: Annotated[str | None, typer.Option(help="needed for operator, victim-support")] = None,
+    ttl_s: Annotated[int, typer.Option(help="seconds until it expires")] = 8 * 3600,
+) -> None:
+    """A development JWT signed with BW_JWT_SECRET."""
+    from services.adapters.auth import ROLES, mint_token
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"one of {', '.join(ROLES)}", param_hint="--role")
+    try:
+        print(mint_token(Settings(), role=role, sub=sub, region=region, ttl_s=ttl_s))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exit 1 at the first changed or removed row."""
+    from services.adapters.audit import verify
+    from services.adapters.database import make_engine, make_sessionmaker
+
+    async def go() -> int:
+        engine = make_engine(Settings(), pool_size=1)
+        try:
+            report = await verify(make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+        if report.intact:
+            print(f"audit chain intact: {report.rows} rows")
+            return 0
+        print(f"audit chain BROKEN at row {report.broken_at}: {report.problem} "
+              f"({report.rows} rows before it verified)")  # fmt: skip
+        return 1
+
+    raise typer.Exit(asyncio.run(go()))
+
+
+@serve_app.command("ingest")
+def serve_ingest() -> None:
+    """Order ingestion, order reads and the control-room lookup, with the order outbox relay and
+    the CJIB topic consumer."""
+    import uvicorn
+
+    from services.http import create_app
+
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port,
+        log_level=settings.log_level.lower(), access_log=False,
+    )  # fmt: skip
 
 
 @app.command("settings")

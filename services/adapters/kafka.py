@@ -7,15 +7,18 @@ offset reset); every client here states what it needs instead of inheriting them
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from schemas import wire
 from services.adapters.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,3 +137,30 @@ def make_consumer(
         heartbeat_interval_ms=1_000,
         isolation_level="read_uncommitted",
     )
+
+
+async def dead_letter(
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    *,
+    raw: bytes | None,
+    key: bytes | None,
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    service: str,
+) -> None:
+    """Send a refused record to `bw.dlq.v1` with the reason and where it came from, and wait for
+    the broker's ack: the caller commits past the record only after this returns."""
+    letter = wire.DeadLetter(
+        raw_b64=base64.b64encode(raw or b"").decode(),
+        reason=reason,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        service=service,
+        failed_at=datetime.now(UTC),
+        key_b64=base64.b64encode(key).decode() if key is not None else None,
+    )
+    await producer.send_and_wait(settings.topic("dlq.v1"), wire.encode(letter), key=key)

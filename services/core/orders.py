@@ -6,7 +6,7 @@ import hashlib
 
 import msgspec
 
-from geo.shapes import compile_shape
+from geo.shapes import ZoneGeometryError, compile_shape
 from schemas.wire import OrderEvent, Zone
 from services.core.model import CompiledContactBan, CompiledOrder, CompiledZone
 from services.core.schedule import WeeklySchedule
@@ -62,7 +62,17 @@ def compile_order(event: OrderEvent) -> CompiledOrder:
         region=order.region,
         probation_officer_id=order.probation_officer_id,
         risk_level=order.risk_level,
-        zones=tuple(compile_zone(zone) for zone in order.zones),
+        zones=_compile_zones(order.zones),
         contact_bans=bans,
         bans_by_protected_device={k: tuple(v) for k, v in by_device.items()},
     )
+
+
+def _compile_zones(zones: list[Zone]) -> tuple[CompiledZone, ...]:
+    compiled = []
+    for i, zone in enumerate(zones):
+        try:
+            compiled.append(compile_zone(zone))
+        except ZoneGeometryError as exc:  # name the zone, so a 422 points at it
+            raise ZoneGeometryError(f"order.zones[{i}].{exc.field}", exc.reason) from None
+    return tuple(compiled)

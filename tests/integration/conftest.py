@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import httpx
 import pytest
 
+from services.adapters.database import migrate
 from services.adapters.kafka import create_topics
 from services.adapters.settings import Settings
+from services.http import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -13,3 +18,19 @@ async def topics(settings: Settings) -> Settings:
     """This run's topics, created on the real broker."""
     await create_topics(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+async def migrated(settings: Settings, topics: Settings) -> Settings:
+    await migrate(settings.database_url)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def client(migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(migrated)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bw") as http,
+    ):
+        yield http

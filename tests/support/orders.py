@@ -61,6 +61,10 @@ def order_event(
     order_id: str = "BB-2026-000123",
     victim_device: str | None = "VD-2001",
     subject_device: str = "EB-1001",
+    region: str = "midden-nederland",
+    probation_officer_id: str = "po-17",
+    protected_person: str = "V-1",
+    subject_person: str = "P-1",
 ) -> wire.OrderEvent:
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
@@ -74,10 +78,10 @@ def order_event(
             "version": version,
             "valid_from": iso(valid_from),
             "valid_until": iso(valid_until) if valid_until is not None else None,
-            "subject": {"person_id": "P-1", "device_id": subject_device},
-            "protected_persons": [{"person_id": "V-1", "device_id": victim_device}],
-            "region": "midden-nederland",
-            "probation_officer_id": "po-17",
+            "subject": {"person_id": subject_person, "device_id": subject_device},
+            "protected_persons": [{"person_id": protected_person, "device_id": victim_device}],
+            "region": region,
+            "probation_officer_id": probation_officer_id,
             "contact_bans": contact_bans or [],
             "zones": zones or [],
         },
