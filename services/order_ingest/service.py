@@ -15,6 +15,7 @@ from schemas import api, wire
 from services.adapters import audit
 from services.adapters.auth import Caller
 from services.adapters.database import transaction
+from services.core import CompiledOrder
 from services.order_ingest import repository
 from services.order_ingest.validation import content_hash, parse_order_event
 
@@ -55,7 +56,7 @@ class OrderService:
         self,
         session: AsyncSession,
         event: wire.OrderEvent,
-        compiled: Any,
+        compiled: CompiledOrder,
         digest: str,
         source: Source,
     ) -> Answer:
