@@ -358,9 +358,10 @@ class Partition:
 
     def evaluate(self, batch: SignalBatch, now: float) -> BatchOutcome:
         """Every signal of the batch, as `evaluate` one by one in batch order would."""
-        slow = self._slow(batch, now)
+        in_force = self._in_force(batch)
+        slow = self._slow(batch, in_force, now)
         quiet = ~slow
-        self._move_quiet_tracks(batch, quiet, now)
+        self._move_quiet_tracks(batch, quiet, in_force, now)
         alerts: list[Alert] = []
         rejected = list(batch.unknown)
         touched: set[int] = set(batch.order[quiet].tolist())
@@ -386,7 +387,9 @@ class Partition:
         rejected.sort()
         return BatchOutcome(alerts, rejected, int(quiet.sum()), touched)
 
-    def _move_quiet_tracks(self, batch: SignalBatch, quiet: Bool, now: float) -> None:
+    def _move_quiet_tracks(
+        self, batch: SignalBatch, quiet: Bool, in_force: Bool, now: float
+    ) -> None:
         """What `evaluate` does to the track of a quiet fix, for the newest quiet fix per slot."""
         c = self._slots.col
         newest = _newest_per_key(batch.slot, quiet)
@@ -399,12 +402,6 @@ class Partition:
         c["outlier"][slots] = False
         c["last_rx"][slots] = now
         c["last_fix_rx"][slots] = now
-        with np.errstate(invalid="ignore"):
-            in_force = (
-                ~self._orders.col["revoked"][batch.order]
-                & (batch.t >= self._orders.col["valid_from"][batch.order])
-                & (batch.t < self._orders.col["valid_until"][batch.order])
-            )
         charged = _newest_per_key(
             batch.slot, quiet & batch.subject & in_force & ~np.isnan(batch.battery_pct)
         )
@@ -440,7 +437,16 @@ class Partition:
 
     # ------------------------------------------------------------ the bulk decision
 
-    def _slow(self, batch: SignalBatch, now: float) -> Bool:
+    def _in_force(self, batch: SignalBatch) -> Bool:
+        """`CompiledOrder.in_force` of each signal's order at the signal's time."""
+        oc, o, t = self._orders.col, batch.order, batch.t
+        with np.errstate(invalid="ignore"):
+            in_force: Bool = (
+                ~oc["revoked"][o] & (t >= oc["valid_from"][o]) & (t < oc["valid_until"][o])
+            )
+        return in_force
+
+    def _slow(self, batch: SignalBatch, in_force: Bool, now: float) -> Bool:
         """Which signals need the scalar path: everything not provably quiet, and everything
         after such a signal of the same order."""
         n = len(batch)
@@ -457,7 +463,6 @@ class Partition:
             slow |= ~(np.isfinite(lat) & (lat >= -90.0) & (lat <= 90.0))
             slow |= ~(np.isfinite(lon) & (lon >= -180.0) & (lon <= 180.0))
             slow |= ~(np.isfinite(acc) & (acc > 0.0))
-            in_force = ~oc["revoked"][o] & (t >= oc["valid_from"][o]) & (t < oc["valid_until"][o])
             battery = batch.battery_pct
             slow |= batch.subject & in_force & (battery < rules.battery_low_pct)
 
