@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from schemas.wire import (
+    ONE_LINE,
     DeviceRole,
     OrderEventType,
     RiskLevel,
@@ -28,7 +29,8 @@ def _utc(value: datetime) -> datetime:
 
 UtcTime = Annotated[datetime, AfterValidator(_utc)]
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
-PersonId = Annotated[str, Field(min_length=1, max_length=64)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=ONE_LINE)]
+PersonId = Name
 
 
 class Strict(BaseModel):
@@ -49,9 +51,9 @@ class GeometryIn(Strict):
 
 
 class ZoneIn(Strict):
-    zone_id: str = Field(min_length=1, max_length=64)
+    zone_id: Name
     kind: ZoneKind
-    label: str = Field(default="", max_length=200)
+    label: str = Field(default="", max_length=200, pattern=ONE_LINE)
     geometry: GeometryIn | None = None
     radius_m: float | None = Field(default=None, gt=0, le=50_000)
     municipality_code: str | None = Field(default=None, pattern=r"^GM\d{4}$")
@@ -84,20 +86,20 @@ class ProtectedPersonIn(Strict):
 
 
 class CaseOwnerIn(Strict):
-    name: str = Field(max_length=200)
-    organisation: str = Field(default="", max_length=200)
-    phone: str = Field(default="", max_length=50)
+    name: str = Field(max_length=200, pattern=ONE_LINE)
+    organisation: str = Field(default="", max_length=200, pattern=ONE_LINE)
+    phone: str = Field(default="", max_length=50, pattern=ONE_LINE)
 
 
 class OrderIn(Strict):
     order_id: Identifier
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
     valid_from: UtcTime
     valid_until: UtcTime | None = None
     subject: SubjectIn
     protected_persons: list[ProtectedPersonIn] = Field(default_factory=list, max_length=20)
-    region: str = Field(min_length=1, max_length=64)
-    probation_officer_id: str = Field(min_length=1, max_length=64)
+    region: Name
+    probation_officer_id: Name
     risk_level: RiskLevel = "medium"
     case_owner: CaseOwnerIn | None = None
     contact_bans: list[ContactBanIn] = Field(default_factory=list, max_length=20)
@@ -107,7 +109,7 @@ class OrderIn(Strict):
 class OrderEventIn(Strict):
     """The body of `POST /v1/protection-orders`."""
 
-    event_id: str = Field(min_length=1, max_length=64)
+    event_id: Name
     event_type: OrderEventType
     occurred_at: UtcTime
     order: OrderIn

@@ -22,7 +22,11 @@ AccuracyM = Annotated[
 ]
 DeviceId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 OrderId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
-PersonId = Annotated[str, Meta(min_length=1, max_length=64)]
+# Postgres text cannot hold NUL and a control character in a name is never meant: refused at
+# the edge (422 / DLQ naming the field) rather than failing the database write.
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=ONE_LINE)]
+PersonId = Name
 BatteryPct = Annotated[int, Meta(ge=0, le=100)]
 UtcTime = Annotated[datetime, Meta(tz=True, description="RFC 3339, UTC with Z")]
 
@@ -114,9 +118,9 @@ class GeoJsonGeometry(Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Zone(Struct, frozen=True, forbid_unknown_fields=True):
-    zone_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    zone_id: Name
     kind: ZoneKind
-    label: Annotated[str, Meta(max_length=200)] = ""
+    label: Annotated[str, Meta(max_length=200, pattern=ONE_LINE)] = ""
     geometry: GeoJsonGeometry | None = None
     radius_m: Annotated[float, Meta(gt=0.0, le=50_000.0)] | None = None
     municipality_code: Annotated[str, Meta(pattern=r"^GM\d{4}$")] | None = None
@@ -141,18 +145,18 @@ class ProtectedPerson(Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class CaseOwner(Struct, frozen=True, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(max_length=200)]
-    organisation: Annotated[str, Meta(max_length=200)] = ""
-    phone: Annotated[str, Meta(max_length=50)] = ""
+    name: Annotated[str, Meta(max_length=200, pattern=ONE_LINE)]
+    organisation: Annotated[str, Meta(max_length=200, pattern=ONE_LINE)] = ""
+    phone: Annotated[str, Meta(max_length=50, pattern=ONE_LINE)] = ""
 
 
 class Order(Struct, frozen=True, forbid_unknown_fields=True):
     order_id: OrderId
-    version: Annotated[int, Meta(ge=1)]
+    version: Annotated[int, Meta(ge=1, le=2**31 - 1)]  # a Postgres integer
     valid_from: UtcTime
     subject: Subject
-    region: Annotated[str, Meta(min_length=1, max_length=64)]
-    probation_officer_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    region: Name
+    probation_officer_id: Name
     valid_until: UtcTime | None = None
     protected_persons: list[ProtectedPerson] = msgspec.field(default_factory=list)
     risk_level: RiskLevel = "medium"
@@ -164,7 +168,7 @@ class Order(Struct, frozen=True, forbid_unknown_fields=True):
 class OrderEvent(Struct, frozen=True, forbid_unknown_fields=True):
     """`POST /v1/protection-orders` body and the value on the CJIB and orders topics."""
 
-    event_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    event_id: Name
     event_type: OrderEventType
     occurred_at: UtcTime
     order: Order

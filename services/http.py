@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -19,7 +18,7 @@ from services.adapters.kafka import make_producer
 from services.adapters.outbox import OutboxRelay
 from services.adapters.settings import Settings
 from services.adapters.tables import order_outbox
-from services.http_support import install_error_answers
+from services.http_support import install_error_answers, no_unknown_query, openapi_document
 from services.order_ingest import api as order_api
 from services.order_ingest.cjib_consumer import CjibConsumer
 from services.order_ingest.service import OrderService
@@ -64,6 +63,7 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
         version="0.1.0",
         description="Protection orders, ankle monitors and breach alerts.",
         lifespan=lifespan,
+        dependencies=[Depends(no_unknown_query)],
     )
     app.state.settings = settings
     install_error_answers(app)
@@ -85,18 +85,10 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
         return {"status": "ready"}
 
     def openapi() -> dict[str, Any]:
-        # The order body is read raw and validated by the one path it shares with the CJIB
-        # topic, so FastAPI does not see its model; document it here.
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description,
-                routes=app.routes,
-            )  # fmt: skip
-            body = OrderEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(body.pop("$defs", {}))
-            components["OrderEventIn"] = body
-            app.openapi_schema = schema
+            # The order body is read raw and validated by the one path it shares with the CJIB
+            # topic, so FastAPI does not see its model; it is documented by name.
+            app.openapi_schema = openapi_document(app, raw_bodies=[OrderEventIn])
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

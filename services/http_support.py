@@ -3,11 +3,17 @@ for every error answer (`schemas.api.Problem`: a detail, and the field at fault)
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from schemas.api import Problem
@@ -34,16 +40,54 @@ class BodyTooLarge(Exception):
     pass
 
 
+# Declares the scheme in the OpenAPI; the header itself is checked by `caller_from_header`, so
+# that a missing token is our 401 (with WWW-Authenticate), not FastAPI's 403.
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A JWT with `role` (and `region` for operator and victim-support); "
+    "`breachwatch token` mints one for development.",
+)
+
+
 class CallerWith:
     """Dependency: the authenticated caller, refused unless its role is one of `roles`."""
 
     def __init__(self, roles: frozenset[Role]) -> None:
         self.roles = roles
 
-    def __call__(self, request: Request) -> Caller:
+    def __call__(
+        self,
+        request: Request,
+        _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Caller:
         settings: Settings = request.app.state.settings
         caller = caller_from_header(settings, request.headers.get("authorization"))
         return require_role(caller, self.roles)
+
+
+async def no_unknown_query(request: Request) -> None:
+    """Refuse query parameters a route does not take: an operator's misspelt `emergncy=true`
+    must fail loudly, not run as an ordinary lookup."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError(
+            [{"loc": ("query", unknown[0]), "msg": "unknown query parameter", "type": "extra"}]
+        )
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    def walk(dependant: Dependant) -> set[str]:
+        names = {param.alias for param in dependant.query_params}
+        for sub in dependant.dependencies:
+            names |= walk(sub)
+        return names
+
+    return frozenset(walk(route.dependant))
 
 
 async def body_within_limit(request: Request) -> bytes:
@@ -94,3 +138,40 @@ def install_error_answers(app: FastAPI) -> None:
     @app.exception_handler(OSError)
     async def _unreachable(request: Request, exc: OSError) -> JSONResponse:
         return _problem(503, "database unreachable; retry", None, **{"Retry-After": "1"})
+
+
+def openapi_document(app: FastAPI, *, raw_bodies: Sequence[type[BaseModel]]) -> dict[str, Any]:
+    """The OpenAPI of `app`, completed where FastAPI leaves it short of what is served."""
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in raw_bodies:
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for parameter in operation.get("parameters", []):
+                # A query string has no null: an optional parameter is one left out. Saying
+                # `anyOf: [string, null]` makes clients (and fuzzers) read `?x=null` as absent.
+                parameter["schema"] = _without_null(parameter["schema"])
+            # Malformed HTTP (a broken header, say) is refused by the server before the app runs.
+            operation["responses"].setdefault(
+                "400",
+                {
+                    "description": "malformed HTTP request, refused before it reached the service",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+            )
+    return schema
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    options = schema.get("anyOf")
+    if not options:
+        return schema
+    kept = [option for option in options if option.get("type") != "null"]
+    if len(kept) != 1:
+        return schema
+    return {**{k: v for k, v in schema.items() if k != "anyOf"}, **kept[0]}

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from schemas import api
+from schemas.wire import ONE_LINE
 from services.adapters.auth import Caller, Role
 from services.http_support import CallerWith, body_within_limit, problem_responses
 from services.order_ingest.service import OrderService
@@ -28,7 +29,10 @@ READERS: frozenset[Role] = frozenset({"admin", "cjib", "operator", "probation"})
 Cjib = Annotated[Caller, Depends(CallerWith(frozenset({"cjib"})))]
 Reader = Annotated[Caller, Depends(CallerWith(READERS))]
 Operator = Annotated[Caller, Depends(CallerWith(frozenset({"operator", "admin"})))]
-Reason = Annotated[str, Query(max_length=500, description="why the data is read (audited)")]
+Reason = Annotated[
+    str, Query(max_length=500, pattern=ONE_LINE, description="why the data is read (audited)")
+]
+PersonQuery = Annotated[str, Query(min_length=1, max_length=64, pattern=ONE_LINE)]
 
 
 @router.post(
@@ -63,7 +67,7 @@ async def ingest_order(request: Request, caller: Cjib, service: Service) -> JSON
     responses=problem_responses(401, 403, 404, 422, 503),
 )
 async def read_order(
-    order_id: Annotated[str, Path(min_length=1, max_length=64)],
+    order_id: Annotated[str, Path(min_length=1, max_length=64, pattern=ONE_LINE)],
     caller: Reader,
     service: Service,
     reason: Reason = "",
@@ -82,7 +86,7 @@ async def read_order(
     responses=problem_responses(401, 403, 422, 503),
 )
 async def orders_of_person(
-    person_id: Annotated[str, Query(min_length=1, max_length=64)],
+    person_id: PersonQuery,
     caller: Reader,
     service: Service,
     reason: Reason = "",
@@ -99,7 +103,7 @@ async def orders_of_person(
 async def lookup(
     caller: Operator,
     service: Service,
-    person_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    person_id: PersonQuery | None = None,
     lat: Annotated[float | None, Query(ge=-85, le=85)] = None,
     lon: Annotated[float | None, Query(ge=-180, le=180)] = None,
     radius_m: Annotated[float, Query(gt=0, le=50_000)] = 100.0,

@@ -121,6 +121,10 @@ def _zone(**zone: Any) -> dict[str, Any]:
         ({"valid_until": "2026-11-20T00:00:00Z"}, "order.valid_until"),
         ({"contact_bans": [{"protected_person_id": "NOBODY", "min_distance_m": 100}]},
          "order.contact_bans[0].protected_person_id"),
+        # Found by schemathesis: each of these reached Postgres and came back as a 503.
+        ({"version": 2**31}, "order.version"),
+        ({"region": "midden\x00nederland"}, "order.region"),
+        ({"subject": {"person_id": "P\x001"}}, "order.subject.person_id"),
     ],
 )  # fmt: skip
 async def test_invalid_orders_are_422_naming_the_field(
@@ -227,6 +231,12 @@ async def test_lookup_by_person_and_place_own_region_unless_emergency(
         "/v1/lookup", params={"person_id": victim, "emergency": "true"}, headers=own
     )
     assert (no_reason.status_code, no_reason.json()["field"]) == (422, "reason")
+    misspelt = await client.get(
+        "/v1/lookup", params={"person_id": victim, "emergncy": "true", "reason": "r"}, headers=own
+    )  # silently ignoring it would run an ordinary, own-region lookup
+    assert (misspelt.status_code, misspelt.json()["field"]) == (422, "emergncy")
+    nul = await client.get("/v1/lookup", params={"person_id": "V\x00"}, headers=own)
+    assert (nul.status_code, nul.json()["field"]) == (422, "person_id")
     emergency = await client.get(
         "/v1/lookup",
         params={"person_id": victim, "emergency": "true", "reason": "112 call, victim on line"},
