@@ -118,6 +118,23 @@ def bench_core(
     run([int(n) for n in orders.split(",")], fixes, postgis_fixes, as_json, batch_size)
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    clients: Annotated[str, typer.Option(help="comma-separated numbers of concurrent clients")] = (
+        "1,4,8,32"
+    ),
+    orders: Annotated[int, typer.Option(help="orders ingested per concurrency level")] = 3000,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON line instead of a table")
+    ] = False,
+) -> None:
+    """Orders/s and latency of `serve ingest` on a scratch database, against GET /healthz of the
+    same server at the same concurrency."""
+    from bench.ingest import main as run
+
+    run([int(n) for n in clients.split(",")], orders, as_json)
+
+
 @app.command("token")
 def token(
     role: Annotated[str, typer.Option(help="cjib, operator, probation, victim-support or admin")],

@@ -6,23 +6,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
+from deploy.scratch import scratch_database
 from services.adapters.settings import Settings
 
 RUN_ID = uuid.uuid4().hex[:8]
-
-
-def _with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-def _asyncpg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 @pytest.fixture(scope="session")
@@ -33,19 +23,8 @@ def base_settings() -> Settings:
 @pytest.fixture(scope="session")
 async def test_database_url(base_settings: Settings) -> AsyncIterator[str]:
     """A database of its own for this test run, dropped at the end."""
-    name = f"bw_test_{RUN_ID}"
-    admin_dsn = _asyncpg_dsn(_with_database(base_settings.database_url, "postgres"))
-    conn = await asyncpg.connect(admin_dsn, timeout=10)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield _with_database(base_settings.database_url, name)
-    conn = await asyncpg.connect(admin_dsn, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with scratch_database(base_settings.database_url, f"bw_test_{RUN_ID}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -56,12 +56,14 @@ def in_force_at(now: datetime) -> ColumnElement[bool]:
 
 
 async def event_answer(session: AsyncSession, event_id: str) -> RowMapping | None:
-    result = await session.execute(select(order_events).where(order_events.c.event_id == event_id))
+    conn = await session.connection()  # Core: skips the ORM session layer
+    result = await conn.execute(select(order_events).where(order_events.c.event_id == event_id))
     return result.mappings().first()
 
 
 async def lock_order(session: AsyncSession, order_id: str) -> RowMapping | None:
-    result = await session.execute(
+    conn = await session.connection()  # Core: skips the ORM session layer
+    result = await conn.execute(
         select(orders.c.version, orders.c.status).where(orders.c.order_id == order_id)
         .with_for_update()
     )  # fmt: skip
@@ -69,7 +71,8 @@ async def lock_order(session: AsyncSession, order_id: str) -> RowMapping | None:
 
 
 async def version_hash(session: AsyncSession, order_id: str, version: int) -> str | None:
-    return await session.scalar(
+    conn = await session.connection()  # Core: skips the ORM session layer
+    return await conn.scalar(
         select(order_versions.c.content_hash).where(
             order_versions.c.order_id == order_id, order_versions.c.version == version
         )
@@ -84,9 +87,12 @@ async def store_version(
     content_hash: str,
     source: str,
     answer: dict[str, Any],
+    replaces: bool,
 ) -> None:
     """The new version, the order's current row, its people and zone boxes, the outbox row and
-    the answer to its event id: all in the caller's transaction."""
+    the answer to its event id: all in the caller's transaction. `replaces`: an earlier version
+    is stored, whose people and zones give way to this one's."""
+    conn = await session.connection()  # Core: skips the ORM session layer
     order = event.order
     body = msgspec.to_builtins(order)
     current = {
@@ -100,26 +106,28 @@ async def store_version(
         "valid_until": order.valid_until,
         "body": body,
     }
-    await session.execute(
+    await conn.execute(
         insert(orders).values(order_id=order.order_id, **current)
         .on_conflict_do_update(index_elements=[orders.c.order_id], set_=current)
     )  # fmt: skip
-    await session.execute(
+    await conn.execute(
         order_versions.insert().values(
             order_id=order.order_id, version=order.version, event_id=event.event_id,
             event_type=event.event_type, content_hash=content_hash, body=body, source=source,
         )
     )  # fmt: skip
-    await session.execute(delete(order_people).where(order_people.c.order_id == order.order_id))
+    if replaces:
+        await conn.execute(delete(order_people).where(order_people.c.order_id == order.order_id))
     people = [{"person_id": order.subject.person_id, "role": "subject"}] + [
         {"person_id": p.person_id, "role": "protected"} for p in order.protected_persons
     ]
-    await session.execute(
+    await conn.execute(
         order_people.insert(), [{"order_id": order.order_id, **person} for person in people]
     )
-    await session.execute(delete(order_zones).where(order_zones.c.order_id == order.order_id))
+    if replaces:
+        await conn.execute(delete(order_zones).where(order_zones.c.order_id == order.order_id))
     if compiled.zones:
-        await session.execute(
+        await conn.execute(
             order_zones.insert(),
             [
                 dict(zip(("min_lon", "min_lat", "max_lon", "max_lat"), z.shape.bounds, strict=True))
@@ -127,10 +135,8 @@ async def store_version(
                 for z in compiled.zones
             ],
         )
-    await session.execute(
-        order_outbox.insert().values(key=order.order_id, payload=wire.encode(event))
-    )
-    await session.execute(
+    await conn.execute(order_outbox.insert().values(key=order.order_id, payload=wire.encode(event)))
+    await conn.execute(
         order_events.insert().values(
             event_id=event.event_id, content_hash=content_hash, status_code=201, response=answer
         )

@@ -90,8 +90,9 @@ class OrderService:
                 return _conflict("event_type", f"order {order.order_id} exists: amend or revoke it")
         answer = self._accepted(event)
         await repository.store_version(
-            session, event, compiled, content_hash=digest, source=source, answer=answer
-        )
+            session, event, compiled, content_hash=digest, source=source, answer=answer,
+            replaces=current is not None,
+        )  # fmt: skip
         return Answer(201, answer)
 
     @staticmethod

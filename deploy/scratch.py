@@ -1,0 +1,65 @@
+"""Throwaway environments on the real infrastructure: a database of its own and a topic prefix
+of its own, for a test run or a benchmark, removed afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
+
+from services.adapters.kafka import create_topics, topic_catalogue
+from services.adapters.settings import Settings
+
+
+def with_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The SQLAlchemy URL as a plain libpq DSN, for asyncpg on its own."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@asynccontextmanager
+async def scratch_database(base_url: str, name: str | None = None) -> AsyncIterator[str]:
+    """A new, empty database next to `base_url`'s; yields its URL and drops it afterwards."""
+    name = name or f"bw_scratch_{uuid.uuid4().hex[:8]}"
+    admin_dsn = asyncpg_dsn(with_database(base_url, "postgres"))
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield with_database(base_url, name)
+    finally:
+        conn = await asyncpg.connect(admin_dsn, timeout=10)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@asynccontextmanager
+async def scratch_topics(settings: Settings) -> AsyncIterator[Settings]:
+    """Every topic of the catalogue under a prefix of its own; deleted afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"s{tag}."
+    scoped = settings.model_copy(
+        update={"topic_prefix": prefix, "cjib_orders_topic": f"{prefix}cjib.protection-orders.v1"}
+    )
+    await create_topics(scoped)
+    try:
+        yield scoped
+    finally:
+        admin = AIOKafkaAdminClient(bootstrap_servers=scoped.kafka_bootstrap)
+        await admin.start()
+        try:
+            names = [spec.name for spec in topic_catalogue(scoped)]
+            await admin.delete_topics(names)
+        finally:
+            await admin.close()

@@ -1,0 +1,34 @@
+"""The benchmarks run end to end on a small size and report every figure (not timed: the
+figures themselves are for bench/, never asserted here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import core, ingest
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_core_reports_engine_naive_and_postgis(capsys: pytest.CaptureFixture[str]) -> None:
+    results = core.main([200], n_fixes=3000, postgis_fixes=50, as_json=True)
+    (row,) = results["rows"]
+    assert row["orders"] == 200 and row["fixes"] == 3000
+    assert row["engine_fixes_per_s"] > 0 and row["naive_fixes_per_s"] > 0
+    assert row["ratio_vs_naive"] > 0
+    # PostGIS is optional on a machine; when missing the row says why instead of a figure.
+    assert "ratio_vs_postgis" in row or row["postgis"].startswith("skipped: ")
+    assert '"rows"' in capsys.readouterr().out
+
+
+def test_bench_ingest_reports_throughput_latency_and_the_healthz_floor(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Runs `breachwatch serve ingest` as a process on a scratch database and scratch topics.
+    results = ingest.main([2], per_level=60, as_json=True)
+    (row,) = results["rows"]
+    assert (row["clients"], row["orders"]) == (2, 60)
+    assert row["orders_per_s"] > 0 and row["healthz_per_s"] > 0
+    assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert row["relay_drained_after_s"] >= 0
+    assert '"rows"' in capsys.readouterr().out
