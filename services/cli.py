@@ -175,19 +175,43 @@ def audit_verify() -> None:
     raise typer.Exit(asyncio.run(go()))
 
 
+def _serve(*services: str) -> None:
+    import uvicorn
+
+    from services.adapters.logs import configure as configure_logs
+    from services.http import create_app
+
+    settings = Settings()
+    configure_logs(settings.log_level)
+    uvicorn.run(
+        create_app(settings, services=services), host=settings.http_host,
+        port=settings.http_port, log_level=settings.log_level.lower(), access_log=False,
+    )  # fmt: skip
+
+
 @serve_app.command("ingest")
 def serve_ingest() -> None:
     """Order ingestion, order reads and the control-room lookup, with the order outbox relay and
     the CJIB topic consumer."""
-    import uvicorn
+    _serve("ingest")
 
-    from services.http import create_app
 
-    settings = Settings()
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port,
-        log_level=settings.log_level.lower(), access_log=False,
-    )  # fmt: skip
+@serve_app.command("router")
+def serve_router() -> None:
+    """fix_router: positions and device events re-keyed to their orders."""
+    _serve("router")
+
+
+@serve_app.command("evaluator")
+def serve_evaluator() -> None:
+    """breach_evaluator and its alert outbox relay; run several to share the partitions."""
+    _serve("evaluator")
+
+
+@serve_app.command("all")
+def serve_all() -> None:
+    """Every service in one process, for development."""
+    _serve("ingest", "router", "evaluator")
 
 
 @app.command("settings")

@@ -1,32 +1,40 @@
 """The HTTP application: one FastAPI app whose lifespan owns the database engine, the Kafka
-producer and the background loops (outbox relay, CJIB consumer) of the services it serves."""
+producers and the background loops of the services it runs: `ingest` (order routes, the order
+outbox relay, the CJIB consumer), `router` (fix_router) and `evaluator` (breach_evaluator and
+the alert outbox relay). Every app answers /healthz, /readyz and /metrics for what it runs."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from schemas.api import OrderEventIn
 from services.adapters.database import make_engine, make_sessionmaker
 from services.adapters.kafka import make_producer
+from services.adapters.metrics import Metrics
 from services.adapters.outbox import OutboxRelay
 from services.adapters.settings import Settings
-from services.adapters.tables import order_outbox
+from services.adapters.tables import alert_outbox, order_outbox
+from services.breach_evaluator.evaluator import BreachEvaluator
+from services.fix_router.router import FixRouter
 from services.http_support import install_error_answers, no_unknown_query, openapi_document
 from services.order_ingest import api as order_api
 from services.order_ingest.cjib_consumer import CjibConsumer
 from services.order_ingest.service import OrderService
 
+SERVICES = ("ingest", "router", "evaluator")
 
-def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
-    """`background=False` serves HTTP only (no relay, no CJIB consumer), for tests that drive
-    those loops themselves."""
+
+def create_app(settings: Settings, *, services: Collection[str] = ("ingest",)) -> FastAPI:
+    unknown = set(services) - set(SERVICES)
+    if unknown:
+        raise ValueError(f"unknown services {sorted(unknown)}; one of {', '.join(SERVICES)}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,28 +42,56 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
         sessions = make_sessionmaker(engine)
         app.state.sessions = sessions
         app.state.orders = OrderService(sessions)
+        app.state.metrics = []
+        app.state.readiness = []
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
-        producer = None
-        if background:
-            producer = make_producer(settings, client_id="bw-order-ingest")
-            await producer.start()
+        producers = []
+
+        async def producer(client_id: str) -> Any:
+            made = make_producer(settings, client_id=client_id)
+            await made.start()
+            producers.append(made)
+            return made
+
+        if "ingest" in services:
+            ingest_producer = await producer("bw-order-ingest")
             app.state.relay = OutboxRelay(
-                sessions, producer, order_outbox, key_column="key",
+                sessions, ingest_producer, order_outbox, key_column="key",
                 topic=settings.topic("protection-orders.v1"),
             )  # fmt: skip
-            app.state.cjib = CjibConsumer(settings, app.state.orders, producer)
-            tasks = [
+            app.state.cjib = CjibConsumer(settings, app.state.orders, ingest_producer)
+            tasks += [
                 asyncio.create_task(app.state.relay.run(stop), name="order-outbox-relay"),
                 asyncio.create_task(app.state.cjib.run(stop), name="cjib-consumer"),
+            ]
+        if "router" in services:
+            router = app.state.router = FixRouter(settings, Metrics("bw_fix_router"))
+            app.state.metrics.append(router.metrics)
+            app.state.readiness.append(("fix_router", router.ready))
+            tasks.append(asyncio.create_task(router.run(stop), name="fix-router"))
+        if "evaluator" in services:
+            evaluator = BreachEvaluator(
+                settings, engine, Metrics("bw_breach_evaluator"), settings.rule_config()
+            )
+            app.state.evaluator = evaluator
+            app.state.metrics.append(evaluator.metrics)
+            app.state.readiness.append(("breach_evaluator", evaluator.ready))
+            app.state.alert_relay = OutboxRelay(
+                sessions, await producer("bw-alert-relay"), alert_outbox,
+                key_column="order_id", topic=settings.topic("alerts.v1"),
+            )  # fmt: skip
+            tasks += [
+                asyncio.create_task(evaluator.run(stop), name="breach-evaluator"),
+                asyncio.create_task(app.state.alert_relay.run(stop), name="alert-outbox-relay"),
             ]
         try:
             yield
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if producer is not None:
-                await producer.stop()
+            for made in producers:
+                await made.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -67,7 +103,8 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
     )
     app.state.settings = settings
     install_error_answers(app)
-    app.include_router(order_api.router)
+    if "ingest" in services:
+        app.include_router(order_api.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -76,13 +113,21 @@ def create_app(settings: Settings, *, background: bool = True) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
     async def readyz(request: Request) -> Any:
-        """The database answers and the background loops run."""
+        """The database answers and every consumer loop has joined its inputs."""
         try:
             async with request.app.state.sessions() as session:
                 await session.execute(text("SELECT 1"))
         except Exception as exc:  # readiness reports any failure, it does not raise
             return JSONResponse({"status": f"database: {type(exc).__name__}"}, status_code=503)
+        waiting = [name for name, ready in request.app.state.readiness if not ready.is_set()]
+        if waiting:
+            return JSONResponse({"status": f"starting: {', '.join(waiting)}"}, status_code=503)
         return {"status": "ready"}
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics(request: Request) -> str:
+        """Prometheus text format: counters, gauges and timings of the running services."""
+        return "".join(m.render() for m in request.app.state.metrics)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

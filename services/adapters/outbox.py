@@ -10,7 +10,6 @@ deduplicate (order events by event id and version, alerts by alert id and seq).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -18,6 +17,7 @@ from sqlalchemy import Table, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.adapters.database import transaction
+from services.adapters.lifecycle import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,8 @@ class OutboxRelay:
                     "outbox relay for %s: %s; retrying", self._topic, exc.__class__.__name__
                 )
                 published = 0
-                await _sleep_or_stop(stop, backoff)
+                await sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             if published < self._batch_size:
-                await _sleep_or_stop(stop, self._idle_s)
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+                await sleep_or_stop(stop, self._idle_s)

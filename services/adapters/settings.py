@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.config import DEFAULT_RULES as _D
+from services.core.config import RuleConfig
 
 
 class RuleTimings(BaseSettings):
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_level: str = "INFO"
     rules: RuleTimings = Field(default_factory=RuleTimings)
+
+    def rule_config(self) -> RuleConfig:
+        """The core's rules with this deployment's overrides."""
+        return RuleConfig(**self.rules.model_dump())
 
     def topic(self, name: str) -> str:
         """The full name of one of the topics of DESIGN.md, e.g. `positions.v1`."""

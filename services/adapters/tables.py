@@ -40,6 +40,7 @@ evaluator_state = Table(
     Column("order_id", String(64), primary_key=True),
     Column("partition", Integer, nullable=False, index=True),
     Column("state", LargeBinary, nullable=False),
+    Column("order_event", LargeBinary, nullable=False),  # the version the state belongs to
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

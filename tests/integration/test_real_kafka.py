@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import TopicPartition
 
+from deploy.scratch import scratch_topics
 from schemas import wire
 from services.adapters.kafka import make_consumer, make_producer, partition_counts
 from services.adapters.settings import Settings
@@ -52,6 +53,11 @@ async def _consume(settings: Settings, group: str, limit: int) -> list[tuple[str
 async def test_consumer_resumes_at_committed_offset_without_loss_or_duplicates(
     topics: Settings,
 ) -> None:
+    async with scratch_topics(topics) as own:  # alone on its topic: other tests produce fixes too
+        await _resume_without_loss_or_duplicates(own)
+
+
+async def _resume_without_loss_or_duplicates(topics: Settings) -> None:
     devices = [f"EB-{n}" for n in range(5)]
     producer = make_producer(topics, client_id="test")
     await producer.start()

@@ -40,7 +40,9 @@ async def test_migrations_round_trip_and_upsert(settings: Settings) -> None:
                     )
                 )
             await session.execute(
-                insert(evaluator_state).values(order_id="BB-1", partition=3, state=b"\x00\x01")
+                insert(evaluator_state).values(
+                    order_id="BB-1", partition=3, state=b"\x00\x01", order_event=b"{}"
+                )
             )
         async with transaction(sessions) as session:
             assert await session.scalar(select(consumer_offsets.c.next_offset)) == 42

@@ -1,0 +1,45 @@
+"""How the long-running loops of every service live: the one wall clock, sleeping until
+stopped, and restarting after failures (broker or database away) with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+def wall_clock() -> float:
+    """Epoch seconds: the `now` handed to the core (which never reads a clock itself)."""
+    return time.time()
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def run_with_restarts(
+    stop: asyncio.Event,
+    name: str,
+    body: Callable[[], Awaitable[None]],
+    on_failure: Callable[[BaseException], None] | None = None,
+) -> None:
+    """Run `body` until it returns or `stop` is set; after a failure, log it without any
+    payload, back off (0.2 s doubling to 5 s) and run it again."""
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            await body()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s: %s; restarting in %.1fs", name, type(exc).__name__, backoff)
+            if on_failure is not None:
+                on_failure(exc)
+            await sleep_or_stop(stop, backoff)
+            backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,307 @@
+"""breach_evaluator: order signals and order versions in (co-partitioned by order id), the pure
+core's decisions out, through one Postgres transaction per batch.
+
+Per Kafka partition it holds a `services.core.batch.Partition` with the orders of that
+partition. Each batch writes, in one transaction: the checkpoint of every order whose state
+changed (with the order version it belongs to), the alerts decided (the outbox), and the next
+input offsets. On assignment a partition is rebuilt from that checkpoint and the consumer seeks
+to the stored offsets, so the offsets Kafka keeps for the group are informational only. Any
+failure (Postgres, Kafka, a fenced offset) drops every partition and starts over from the
+checkpoint: nothing is half-applied. Wall-clock timers (signal lost, expiry) are ticked once
+a second and survive restarts because their inputs (last fix received, watch start) are part of
+the checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from geo.shapes import ZoneGeometryError
+from schemas import wire
+from services.adapters.kafka import dead_letter, make_consumer, make_producer
+from services.adapters.lifecycle import run_with_restarts, wall_clock
+from services.adapters.metrics import Metrics
+from services.adapters.settings import Settings
+from services.breach_evaluator import store
+from services.core import CompiledOrder, Fix, HealthEvent, OrderState, RuleConfig, Signal
+from services.core import compile_order as compile_core_order
+from services.core.batch import Partition
+
+log = logging.getLogger(__name__)
+SERVICE = "breach_evaluator"
+TICK_EVERY_S = 1.0
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(OrderState)
+_signal_decoder = msgspec.json.Decoder(wire.OrderSignal)
+
+
+def to_core(signal: wire.OrderSignal) -> Signal:
+    """The core's view of a routed signal; raises wire.ContractError if it carries nothing."""
+    if signal.position is not None:
+        p = signal.position
+        return Fix(device_id=signal.device_id, role=signal.role, person_id=signal.person_id,
+                   t=p.ts.timestamp(), lat=p.lat, lon=p.lon, accuracy_m=p.accuracy_m,
+                   battery_pct=p.battery_pct)  # fmt: skip
+    if signal.event is not None:
+        e = signal.event
+        return HealthEvent(device_id=signal.device_id, role=signal.role,
+                           person_id=signal.person_id, t=e.ts.timestamp(), type=e.type,
+                           battery_pct=e.battery_pct)  # fmt: skip
+    raise wire.ContractError("a signal needs a position or an event - at `$`")
+
+
+def compile_order(raw: bytes) -> CompiledOrder:
+    """Raises wire.ContractError or ZoneGeometryError for a record the core cannot use."""
+    return compile_core_order(wire.decode(wire.OrderEvent, raw))
+
+
+@dataclass
+class HeldPartition:
+    number: int
+    core: Partition
+    events: dict[str, bytes] = field(default_factory=dict)  # order id -> version in force
+    offsets: dict[str, int | None] = field(default_factory=dict)  # as stored in Postgres
+    last_tick: float = 0.0
+
+
+@dataclass
+class _Work:
+    orders: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
+    signals: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
+
+
+class BreachEvaluator:
+    def __init__(
+        self, settings: Settings, engine: AsyncEngine, metrics: Metrics, rules: RuleConfig
+    ) -> None:
+        self.settings, self.engine, self.metrics, self.rules = settings, engine, metrics, rules
+        self.signals_topic = settings.topic("order-signals.v1")
+        self.orders_topic = settings.topic("protection-orders.v1")
+        self.topics = (self.signals_topic, self.orders_topic)
+        # One group per topic prefix: deployments (and test runs) sharing a broker stay apart.
+        self.group = f"{settings.topic_prefix}breach-evaluator"
+        self.held: dict[int, HeldPartition] = {}
+        self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await run_with_restarts(
+            stop, SERVICE, lambda: self._run(stop),
+            on_failure=lambda _: self.metrics.inc("restarts_total"),
+        )  # fmt: skip
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        producer = make_producer(self.settings, client_id="bw-breach-evaluator")
+        consumer = make_consumer(
+            self.settings, group_id=self.group, client_id="bw-breach-evaluator",
+            max_poll_records=10_000,
+        )  # fmt: skip
+        self.held.clear()
+        await producer.start()
+        try:
+            consumer.subscribe(list(self.topics), listener=_Rebalance(self, consumer))
+            await consumer.start()
+            self.ready.set()
+            committing: asyncio.Task[None] | None = None
+            try:
+                while not stop.is_set():
+                    fetched = await consumer.getmany(timeout_ms=20, max_records=10_000)
+                    async with self.lock:
+                        await self._process(fetched, producer)
+                    if fetched and (committing is None or committing.done()):
+                        # Informational only (lag as Kafka sees it): the truth is in Postgres,
+                        # so this runs beside the loop and a failure is of no consequence.
+                        offsets = {tp: recs[-1].offset + 1 for tp, recs in fetched.items()}
+                        committing = asyncio.create_task(_commit_quietly(consumer, offsets))
+            finally:
+                self.ready.clear()
+                await consumer.stop()
+        finally:
+            self.held.clear()
+            await producer.stop()
+
+    # ------------------------------------------------------------ partitions
+
+    async def assign(self, consumer: AIOKafkaConsumer, numbers: set[int]) -> None:
+        async with self.lock:
+            for number in sorted(numbers - set(self.held)):
+                held = await self._load(number)
+                self.held[number] = held
+                for topic in self.topics:
+                    tp = TopicPartition(topic, number)
+                    offset = held.offsets.get(topic)
+                    if offset is None:
+                        await consumer.seek_to_beginning(tp)
+                    else:
+                        consumer.seek(tp, offset)
+            self.metrics.set("partitions_held", len(self.held))
+
+    async def revoke(self, numbers: set[int]) -> None:
+        # Every batch is committed before the lock is released, so there is nothing to flush.
+        async with self.lock:
+            for number in numbers:
+                self.held.pop(number, None)
+            self.metrics.set("partitions_held", len(self.held))
+
+    async def _load(self, number: int) -> HeldPartition:
+        started = time.perf_counter()
+        async with self.engine.connect() as conn:
+            offsets = await store.load_offsets(conn, self.group, self.topics, number)
+            checkpoints = await store.load_checkpoints(conn, number)
+        held = HeldPartition(number, Partition(self.rules))
+        held.offsets = {topic: offsets.get(topic) for topic in self.topics}
+        now = wall_clock()
+        for checkpoint in checkpoints:
+            order = compile_order(checkpoint.order_event)
+            held.core.upsert(order, now, state=_state_decoder.decode(checkpoint.state))
+            held.events[order.order_id] = checkpoint.order_event
+        held.last_tick = now
+        self.metrics.observe("partition_load", time.perf_counter() - started)
+        log.info("breach_evaluator: partition %s loaded with %s orders", number,
+                 len(checkpoints))  # fmt: skip
+        return held
+
+    # ------------------------------------------------------------ one batch
+
+    async def _process(
+        self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        producer: AIOKafkaProducer,
+    ) -> None:  # fmt: skip
+        now = wall_clock()
+        work: dict[int, _Work] = defaultdict(_Work)
+        for tp, records in fetched.items():
+            if tp.partition not in self.held:
+                continue  # revoked while fetched; the new owner reads them from its checkpoint
+            if tp.topic == self.orders_topic:
+                work[tp.partition].orders += records
+            else:
+                work[tp.partition].signals += records
+        for number, held in self.held.items():
+            if number not in work and now - held.last_tick >= TICK_EVERY_S:
+                work[number] = _Work()
+        if not work:
+            return
+        started = time.perf_counter()
+        outgoing: list[store.OutgoingAlert] = []
+        plans = []
+        for number, todo in work.items():
+            held = self.held[number]
+            dirty: set[int] = set()
+            alerts = await self._apply_orders(held, todo.orders, now, dirty, producer)
+            alerts += await self._evaluate(held, todo.signals, now, dirty, producer)
+            if now - held.last_tick >= TICK_EVERY_S:
+                ticked, touched = held.core.tick(now)
+                alerts += ticked
+                dirty |= touched
+                held.last_tick = now
+            outgoing += [
+                store.OutgoingAlert(a.order_id, a.alert_id, a.seq, wire.encode(a)) for a in alerts
+            ]
+            plans.append((held, todo, dirty))
+        async with self.engine.begin() as conn:
+            for held, todo, dirty in plans:
+                await store.save_checkpoints(conn, held.number, [
+                    store.Checkpoint(
+                        held.core.orders[i].order_id,
+                        _state_encoder.encode(held.core.export_state(i)),
+                        held.events[held.core.orders[i].order_id],
+                    )
+                    for i in sorted(dirty)
+                ])  # fmt: skip
+                for topic, records in ((self.orders_topic, todo.orders),
+                                       (self.signals_topic, todo.signals)):  # fmt: skip
+                    if records:
+                        new = records[-1].offset + 1
+                        await store.advance_offset(
+                            conn, self.group, topic, held.number, held.offsets.get(topic), new
+                        )
+            await store.add_alerts(conn, outgoing)
+        for held, todo, _ in plans:
+            for topic, records in ((self.orders_topic, todo.orders),
+                                   (self.signals_topic, todo.signals)):  # fmt: skip
+                if records:
+                    held.offsets[topic] = records[-1].offset + 1
+        signals = sum(len(todo.signals) for _, todo, _ in plans)
+        self.metrics.inc("signals_total", signals)
+        self.metrics.inc("alerts_total", len(outgoing))
+        self.metrics.observe("batch_commit", time.perf_counter() - started)
+
+    async def _apply_orders(
+        self, held: HeldPartition, records: list[ConsumerRecord[bytes, bytes]], now: float,
+        dirty: set[int], producer: AIOKafkaProducer,
+    ) -> list[wire.Alert]:  # fmt: skip
+        alerts: list[wire.Alert] = []
+        for record in records:
+            raw = record.value or b""
+            try:
+                order = compile_order(raw)
+            except (wire.ContractError, ZoneGeometryError) as exc:
+                await self._dead_letter(producer, record, str(exc))
+                continue
+            known = held.core.index.get(order.order_id)
+            if known is not None and held.core.orders[known].version >= order.version:
+                continue  # a replayed copy (the relay publishes at least once)
+            alerts += held.core.upsert(order, now)
+            held.events[order.order_id] = raw
+            dirty.add(held.core.index[order.order_id])
+        return alerts
+
+    async def _evaluate(
+        self, held: HeldPartition, records: list[ConsumerRecord[bytes, bytes]], now: float,
+        dirty: set[int], producer: AIOKafkaProducer,
+    ) -> list[wire.Alert]:  # fmt: skip
+        if not records:
+            return []
+        items: list[tuple[str, Signal]] = []
+        sources: list[ConsumerRecord[bytes, bytes]] = []
+        for record in records:
+            try:
+                signal = _signal_decoder.decode(record.value or b"")
+                items.append((signal.order_id, to_core(signal)))
+                sources.append(record)
+            except (msgspec.DecodeError, wire.ContractError) as exc:
+                await self._dead_letter(producer, record, str(exc))
+        if not items:
+            return []
+        outcome = held.core.evaluate(held.core.batch(items), now)
+        for position, reason in outcome.rejected:
+            await self._dead_letter(producer, sources[position], reason)
+        dirty |= outcome.touched
+        return outcome.alerts
+
+    async def _dead_letter(
+        self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], reason: str
+    ) -> None:
+        self.metrics.inc("dead_letters_total")
+        await dead_letter(
+            producer, self.settings, raw=record.value, key=record.key, reason=reason,
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            service=SERVICE,
+        )  # fmt: skip
+
+
+async def _commit_quietly(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    with contextlib.suppress(KafkaError):
+        await consumer.commit(offsets)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, evaluator: BreachEvaluator, consumer: AIOKafkaConsumer) -> None:
+        self.evaluator, self.consumer = evaluator, consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.evaluator.revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.evaluator.assign(self.consumer, {tp.partition for tp in assigned})
