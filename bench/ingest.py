@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from deploy.scratch import asyncpg_dsn, scratch_database, scratch_topics
+from deploy.scratch import asyncpg_dsn, environment_of, scratch_database, scratch_topics
 from services.adapters.auth import mint_token
 from services.adapters.database import migrate
 from services.adapters.settings import Settings
@@ -123,13 +123,7 @@ async def _start_server(settings: Settings) -> tuple[asyncio.subprocess.Process,
     port = _free_port()
     env = {
         **os.environ,
-        "BW_DATABASE_URL": settings.database_url,
-        "BW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BW_TOPIC_PREFIX": settings.topic_prefix,
-        "BW_CJIB_ORDERS_TOPIC": settings.cjib_orders_topic,
-        "BW_PARTITIONS": str(settings.partitions),
-        "BW_HTTP_PORT": str(port),
-        "BW_LOG_LEVEL": "WARNING",
+        **environment_of(settings.model_copy(update={"http_port": port, "log_level": "WARNING"})),
     }
     executable = str(Path(sys.executable).with_name("breachwatch"))
     command = [executable, "serve", "ingest"]

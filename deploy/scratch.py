@@ -63,3 +63,18 @@ async def scratch_topics(settings: Settings) -> AsyncIterator[Settings]:
             await admin.delete_topics(names)
         finally:
             await admin.close()
+
+
+def environment_of(settings: Settings) -> dict[str, str]:
+    """The `BW_*` variables that make a child process (`breachwatch serve ...`) use `settings`."""
+    return {
+        "BW_DATABASE_URL": settings.database_url,
+        "BW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "BW_TOPIC_PREFIX": settings.topic_prefix,
+        "BW_CJIB_ORDERS_TOPIC": settings.cjib_orders_topic,
+        "BW_PARTITIONS": str(settings.partitions),
+        "BW_HTTP_PORT": str(settings.http_port),
+        "BW_LOG_LEVEL": settings.log_level,
+        "BW_CONSUMER_SESSION_TIMEOUT_MS": str(settings.consumer_session_timeout_ms),
+        "BW_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+    }

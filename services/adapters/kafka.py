@@ -133,7 +133,7 @@ def make_consumer(
         fetch_min_bytes=1,
         max_poll_records=max_poll_records,
         max_partition_fetch_bytes=4 * 1024 * 1024,
-        session_timeout_ms=10_000,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
         heartbeat_interval_ms=1_000,
         isolation_level="read_uncommitted",
     )

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr = SecretStr("development-only-secret-change-me-in-production")
     jwt_issuer: str = "breachwatch"
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    consumer_session_timeout_ms: int = Field(
+        10_000, ge=6_000, description="a consumer silent this long is dead; its partitions move"
+    )
     log_level: str = "INFO"
     rules: RuleTimings = Field(default_factory=RuleTimings)
 

@@ -81,18 +81,17 @@ def route(
                                offset=record.offset)  # fmt: skip
     if record.value is None:
         raise wire.ContractError("empty record - at `$`")
+    position = event = None
     if record.topic == positions_topic:
         position = wire.decode(wire.Position, record.value)
-        return [
-            wire.OrderSignal(order_id=m.order_id, device_id=position.device_id, role=m.role,
-                             person_id=m.person_id, position=position, source=source)
-            for m in directory.orders_of(position.device_id)
-        ]  # fmt: skip
-    event = wire.decode(wire.DeviceEvent, record.value)
+        device_id = position.device_id
+    else:
+        event = wire.decode(wire.DeviceEvent, record.value)
+        device_id = event.device_id
     return [
-        wire.OrderSignal(order_id=m.order_id, device_id=event.device_id, role=m.role,
-                         person_id=m.person_id, event=event, source=source)
-        for m in directory.orders_of(event.device_id)
+        wire.OrderSignal(order_id=m.order_id, device_id=device_id, role=m.role,
+                         person_id=m.person_id, position=position, event=event, source=source)
+        for m in directory.orders_of(device_id)
     ]  # fmt: skip
 
 
