@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -142,25 +142,21 @@ def make_consumer(
 async def dead_letter(
     producer: AIOKafkaProducer,
     settings: Settings,
+    record: ConsumerRecord[bytes, bytes],
     *,
-    raw: bytes | None,
-    key: bytes | None,
     reason: str,
-    topic: str,
-    partition: int,
-    offset: int,
     service: str,
 ) -> None:
     """Send a refused record to `bw.dlq.v1` with the reason and where it came from, and wait for
     the broker's ack: the caller commits past the record only after this returns."""
     letter = wire.DeadLetter(
-        raw_b64=base64.b64encode(raw or b"").decode(),
+        raw_b64=base64.b64encode(record.value or b"").decode(),
         reason=reason,
-        source_topic=topic,
-        source_partition=partition,
-        source_offset=offset,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
         service=service,
         failed_at=datetime.now(UTC),
-        key_b64=base64.b64encode(key).decode() if key is not None else None,
+        key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
     )
-    await producer.send_and_wait(settings.topic("dlq.v1"), wire.encode(letter), key=key)
+    await producer.send_and_wait(settings.topic("dlq.v1"), wire.encode(letter), key=record.key)

@@ -80,6 +80,14 @@ class _Work:
     orders: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
     signals: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
 
+    def next_offsets(self, orders_topic: str, signals_topic: str) -> list[tuple[str, int]]:
+        """(topic, offset after the last record) for each input this work read from."""
+        return [
+            (topic, records[-1].offset + 1)
+            for topic, records in ((orders_topic, self.orders), (signals_topic, self.signals))
+            if records
+        ]
+
 
 class BreachEvaluator:
     def __init__(
@@ -219,19 +227,13 @@ class BreachEvaluator:
                     )
                     for i in sorted(dirty)
                 ])  # fmt: skip
-                for topic, records in ((self.orders_topic, todo.orders),
-                                       (self.signals_topic, todo.signals)):  # fmt: skip
-                    if records:
-                        new = records[-1].offset + 1
-                        await store.advance_offset(
-                            conn, self.group, topic, held.number, held.offsets.get(topic), new
-                        )
+                for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic):
+                    await store.advance_offset(
+                        conn, self.group, topic, held.number, held.offsets.get(topic), new
+                    )
             await store.add_alerts(conn, outgoing)
         for held, todo, _ in plans:
-            for topic, records in ((self.orders_topic, todo.orders),
-                                   (self.signals_topic, todo.signals)):  # fmt: skip
-                if records:
-                    held.offsets[topic] = records[-1].offset + 1
+            held.offsets.update(todo.next_offsets(self.orders_topic, self.signals_topic))
         signals = sum(len(todo.signals) for _, todo, _ in plans)
         self.metrics.inc("signals_total", signals)
         self.metrics.inc("alerts_total", len(outgoing))
@@ -284,11 +286,7 @@ class BreachEvaluator:
         self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], reason: str
     ) -> None:
         self.metrics.inc("dead_letters_total")
-        await dead_letter(
-            producer, self.settings, raw=record.value, key=record.key, reason=reason,
-            topic=record.topic, partition=record.partition, offset=record.offset,
-            service=SERVICE,
-        )  # fmt: skip
+        await dead_letter(producer, self.settings, record, reason=reason, service=SERVICE)
 
 
 async def _commit_quietly(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:

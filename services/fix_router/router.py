@@ -181,10 +181,8 @@ class FixRouter:
                     except wire.ContractError as exc:
                         self.metrics.inc("dead_letters_total")
                         await dead_letter(
-                            producer, settings, raw=record.value, key=record.key,
-                            reason=str(exc), topic=record.topic, partition=record.partition,
-                            offset=record.offset, service=SERVICE,
-                        )  # fmt: skip
+                            producer, settings, record, reason=str(exc), service=SERVICE
+                        )
                         continue
                     if not signals:
                         self.metrics.inc("records_without_order_total")

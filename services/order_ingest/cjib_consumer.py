@@ -59,11 +59,8 @@ class CjibConsumer:
                         if reason is None:
                             self.stored += 1
                             continue
-                        await dead_letter(
-                            self._producer, self._settings, raw=record.value, key=record.key,
-                            reason=reason, topic=record.topic, partition=record.partition,
-                            offset=record.offset, service="order_ingest",
-                        )  # fmt: skip
+                        await dead_letter(self._producer, self._settings, record, reason=reason,
+                                          service="order_ingest")  # fmt: skip
                         self.dead_lettered += 1
                     await consumer.commit({tp: records[-1].offset + 1})
         finally:

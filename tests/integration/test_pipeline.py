@@ -15,12 +15,12 @@ import pytest
 from fastapi import FastAPI
 
 from schemas import wire
-from services.adapters.kafka import make_producer
 from services.adapters.settings import Settings
 from services.http import create_app
 from tests.support.http import auth, body, new_order_id
 from tests.support.kafka import topic_values, wait_for
 from tests.support.orders import at, circle
+from tests.support.scenario import produce, utc
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +48,6 @@ async def pipeline(migrated: Settings) -> AsyncIterator[Pipeline]:
         yield Pipeline(http, app, migrated)
 
 
-def utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
-
-
 def position(device: str, t: float, x: float, y: float, accuracy_m: float = 5.0) -> bytes:
     lat, lon = at(x, y)
     return msgspec.json.encode(
@@ -75,16 +71,6 @@ async def issue(pipeline: Pipeline, device: str, **order: Any) -> str:
     return order_id
 
 
-async def send(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
-    producer = make_producer(settings, client_id="test-monitor")
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send_and_wait(settings.topic("positions.v1"), value, key=key)
-    finally:
-        await producer.stop()
-
-
 async def alerts_of(settings: Settings, order_id: str, rule: str) -> list[wire.Alert]:
     async def found() -> list[wire.Alert]:
         raw = await topic_values(settings, settings.topic("alerts.v1"), order_id)
@@ -106,7 +92,8 @@ async def test_a_subject_entering_a_location_ban_raises_one_alert_on_the_topic(
 ) -> None:
     device = f"EB-{new_order_id()[3:]}"
     order_id = await issue(pipeline, device, contact_bans=[], zones=[circle("home", 0, 0, 200)])
-    await send(pipeline.settings, walk_in(device, time.time() - 60))
+    positions = pipeline.settings.topic("positions.v1")
+    await produce(pipeline.settings, positions, walk_in(device, time.time() - 60))
 
     bans = await alerts_of(pipeline.settings, order_id, "location_ban")
     assert {a.alert_id for a in bans} == {bans[0].alert_id}  # one episode, one alert id
@@ -129,7 +116,8 @@ async def test_malformed_positions_go_to_the_dlq_and_the_good_ones_still_alert(
                                    "lon": 5, "accuracy_m": 0})),
     ]  # fmt: skip
     good = walk_in(device, time.time() - 60)
-    await send(pipeline.settings, [good[0], *bad[:2], *good[1:4], bad[2], *good[4:]])
+    mixed = [good[0], *bad[:2], *good[1:4], bad[2], *good[4:]]
+    await produce(pipeline.settings, pipeline.settings.topic("positions.v1"), mixed)
 
     bans = await alerts_of(pipeline.settings, order_id, "location_ban")
     assert bans[0].status == "open"
