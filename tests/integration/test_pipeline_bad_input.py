@@ -59,7 +59,10 @@ async def run(base: Settings, positions: Stream, events: Stream, orders: Stream)
             await asyncio.wait_for(router.ready.wait(), 60)
 
             async def orders_known() -> bool:
-                return len(router.directory.versions) == len(orders)
+                # Both must hold the orders first: a signal that overtakes its order on the
+                # evaluator is dead-lettered (a known gap, noted on #6).
+                held = sum(len(h.core.orders) for h in evaluator.held.values())
+                return len(router.directory.versions) == held == len(orders)
 
             assert await wait_for(orders_known, timeout_s=60)
             await produce(settings, settings.topic("positions.v1"), positions)
@@ -105,7 +108,12 @@ async def test_ten_percent_junk_changes_no_alert_and_all_of_it_is_dead_lettered(
     migrated: Settings,
 ) -> None:
     orders, signals = scenario(seed=23, orders_n=20, signals_n=3000)
-    positions, events = device_streams(signals)
+    # Positions only: a tamper alert carries the subject's last fix, and device events come on
+    # another topic, so which fix that is depends on how the router's fetches of the two topics
+    # interleave - two clean runs differed there about one time in three. Junk in the position
+    # stream is what this test is about.
+    positions, _ = device_streams(signals)
+    events: Stream = []
     rng = random.Random(5)
     junk = [(f"EB-JUNK-{n}".encode(), rng.choice(JUNK)) for n in range(len(positions) // 10)]
     dirty = list(positions)
@@ -123,7 +131,7 @@ async def test_ten_percent_junk_changes_no_alert_and_all_of_it_is_dead_lettered(
         {k: v for k, v in comparable(run_alerts).items() if v[1] != "contact_ban"}
         for run_alerts in (clean_alerts, dirty_alerts)
     )
-    assert len(clean) > 20
+    assert len(clean) > 20, sorted({d.reason[:60] for d in clean_letters})
     assert dirty_kept == clean
     assert clean_letters == []
     lettered = sorted((base64.b64decode(d.key_b64 or ""), base64.b64decode(d.raw_b64))
