@@ -126,7 +126,7 @@ class BreachEvaluator:
                 while not stop.is_set():
                     fetched = await consumer.getmany(timeout_ms=20, max_records=10_000)
                     async with self.lock:
-                        await self._process(fetched, producer)
+                        await self._process(fetched, producer, consumer)
                     if fetched and (committing is None or committing.done()):
                         # Informational only (lag as Kafka sees it): the truth is in Postgres,
                         # so this runs beside the loop and a failure is of no consequence.
@@ -184,7 +184,7 @@ class BreachEvaluator:
 
     async def _process(
         self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-        producer: AIOKafkaProducer,
+        producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
     ) -> None:  # fmt: skip
         now = wall_clock()
         work: dict[int, _Work] = defaultdict(_Work)
@@ -207,6 +207,7 @@ class BreachEvaluator:
             held = self.held[number]
             dirty: set[int] = set()
             alerts = await self._apply_orders(held, todo.orders, now, dirty, producer)
+            await self._hold_back_overtaking(consumer, held, todo)
             alerts += await self._evaluate(held, todo.signals, now, dirty, producer)
             if now - held.last_tick >= TICK_EVERY_S:
                 ticked, touched = held.core.tick(now)
@@ -258,6 +259,27 @@ class BreachEvaluator:
             held.events[order.order_id] = raw
             dirty.add(held.core.index[order.order_id])
         return alerts
+
+    async def _hold_back_overtaking(
+        self, consumer: AIOKafkaConsumer, held: HeldPartition, todo: _Work
+    ) -> None:
+        """The two inputs are fetched independently, so a signal can arrive before the order
+        version fix_router routed it by. Such a signal, and everything after it in its
+        partition, waits for a later fetch while the orders partition has records not yet read;
+        an order still unknown once they are all read is refused (DLQ) by the core."""
+        for n, record in enumerate(todo.signals):
+            order_id = (record.key or b"").decode(errors="replace")  # signals are keyed by order
+            if order_id in held.core.index:
+                continue
+            orders_tp = TopicPartition(self.orders_topic, held.number)
+            read = todo.orders[-1].offset + 1 if todo.orders else held.offsets.get(
+                self.orders_topic) or 0  # fmt: skip
+            end = (await consumer.end_offsets([orders_tp]))[orders_tp]
+            if read < end:
+                consumer.seek(TopicPartition(self.signals_topic, held.number), record.offset)
+                del todo.signals[n:]
+                self.metrics.inc("signals_held_back_total")
+            return
 
     async def _evaluate(
         self, held: HeldPartition, records: list[ConsumerRecord[bytes, bytes]], now: float,

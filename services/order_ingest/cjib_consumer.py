@@ -11,12 +11,13 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from sqlalchemy.exc import DBAPIError
 
 from services.adapters.kafka import dead_letter, make_consumer
+from services.adapters.lifecycle import run_with_restarts
 from services.adapters.settings import Settings
 from services.order_ingest.service import OrderService
 from services.order_ingest.validation import InvalidOrder
 
 log = logging.getLogger(__name__)
-GROUP = "bw-order-ingest"
+SERVICE = "cjib_consumer"
 
 
 class CjibConsumer:
@@ -47,8 +48,16 @@ class CjibConsumer:
             return None
 
     async def run(self, stop: asyncio.Event) -> None:
-        topic = self._settings.cjib_orders_topic
-        consumer = make_consumer(self._settings, topic, group_id=GROUP, client_id="bw-cjib-in")
+        """Until `stop`; after a broker failure it starts over from the committed offsets."""
+        await run_with_restarts(stop, SERVICE, lambda: self._run(stop))
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        settings = self._settings
+        # One group per topic prefix: deployments (and test runs) sharing a broker stay apart.
+        consumer = make_consumer(
+            settings, settings.cjib_orders_topic, client_id="bw-cjib-in",
+            group_id=f"{settings.topic_prefix}order-ingest",
+        )  # fmt: skip
         await consumer.start()
         try:
             while not stop.is_set():
