@@ -288,14 +288,16 @@ def _wait_for_kafka(cfg: InfraConfig, proc: subprocess.Popen[bytes], timeout_s: 
     raise InfraError(f"Kafka did not answer within {timeout_s}s: {last_error!r}")
 
 
-def _stop_pid(pid_file: Path, name: str, timeout_s: float = 30) -> None:
+def _stop_pid(
+    pid_file: Path, name: str, timeout_s: float = 30, how: signal.Signals = signal.SIGTERM
+) -> None:
     pid = _pid_alive(pid_file)
     if pid is None:
         pid_file.unlink(missing_ok=True)
         return
-    _log(f"stopping {name} (pid {pid})")
+    _log(f"stopping {name} (pid {pid}) with {how.name}")
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, how)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and _pid_alive(pid_file):
         time.sleep(0.2)
@@ -308,8 +310,10 @@ def _stop_pid(pid_file: Path, name: str, timeout_s: float = 30) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def kafka_down(cfg: InfraConfig) -> None:
-    _stop_pid(cfg.kafka_dir / "kafka.pid", "kafka")
+def kafka_down(cfg: InfraConfig, *, hard: bool = False) -> None:
+    """Stop the broker: a controlled shutdown, or (`hard`) SIGKILL, as a crash would."""
+    how = signal.SIGKILL if hard else signal.SIGTERM
+    _stop_pid(cfg.kafka_dir / "kafka.pid", "kafka", how=how)
 
 
 # ---------------------------------------------------------------- PostgreSQL

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -41,6 +42,8 @@ evaluator_state = Table(
     Column("partition", Integer, nullable=False, index=True),
     Column("state", LargeBinary, nullable=False),
     Column("order_event", LargeBinary, nullable=False),  # the version the state belongs to
+    # msgpack {input stream: last source offset evaluated}; see services/breach_evaluator
+    Column("delivered", LargeBinary, nullable=False, server_default=text("''::bytea")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

@@ -44,6 +44,7 @@ TICK_EVERY_S = 1.0
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(OrderState)
 _signal_decoder = msgspec.json.Decoder(wire.OrderSignal)
+_delivered_decoder = msgspec.msgpack.Decoder(dict[int, int])
 
 
 def to_core(signal: wire.OrderSignal) -> Signal:
@@ -72,7 +73,33 @@ class HeldPartition:
     core: Partition
     events: dict[str, bytes] = field(default_factory=dict)  # order id -> version in force
     offsets: dict[str, int | None] = field(default_factory=dict)  # as stored in Postgres
+    # order id -> {input stream: last source offset evaluated}, to drop the signals fix_router
+    # routes again after a crash (it is at least once). A stream is a partition of the
+    # positions topic (its number) or of the device events topic (-1 - its number).
+    delivered: dict[str, dict[int, int]] = field(default_factory=dict)
     last_tick: float = 0.0
+
+    def checkpoint(self, i: int) -> store.Checkpoint:
+        order_id = self.core.orders[i].order_id
+        return store.Checkpoint(
+            order_id,
+            _state_encoder.encode(self.core.export_state(i)),
+            self.events[order_id],
+            _state_encoder.encode(self.delivered.get(order_id, {})),
+        )
+
+    def redelivered(self, signal: wire.OrderSignal, positions_topic: str) -> bool:
+        """True for a signal whose source record this order has already evaluated; else the
+        source is remembered as evaluated."""
+        source = signal.source
+        if source is None or signal.order_id not in self.core.index:
+            return False
+        stream = source.partition if source.topic == positions_topic else -1 - source.partition
+        seen = self.delivered.setdefault(signal.order_id, {})
+        if source.offset <= seen.get(stream, -1):
+            return True
+        seen[stream] = source.offset
+        return False
 
 
 @dataclass
@@ -95,6 +122,7 @@ class BreachEvaluator:
     ) -> None:
         self.settings, self.engine, self.metrics, self.rules = settings, engine, metrics, rules
         self.signals_topic = settings.topic("order-signals.v1")
+        self.positions_topic = settings.topic("positions.v1")
         self.orders_topic = settings.topic("protection-orders.v1")
         self.topics = (self.signals_topic, self.orders_topic)
         # One group per topic prefix: deployments (and test runs) sharing a broker stay apart.
@@ -174,6 +202,8 @@ class BreachEvaluator:
             order = compile_order(checkpoint.order_event)
             held.core.upsert(order, now, state=_state_decoder.decode(checkpoint.state))
             held.events[order.order_id] = checkpoint.order_event
+            if checkpoint.delivered:
+                held.delivered[order.order_id] = _delivered_decoder.decode(checkpoint.delivered)
         held.last_tick = now
         self.metrics.observe("partition_load", time.perf_counter() - started)
         log.info("breach_evaluator: partition %s loaded with %s orders", number,
@@ -221,12 +251,7 @@ class BreachEvaluator:
         async with self.engine.begin() as conn:
             for held, todo, dirty in plans:
                 await store.save_checkpoints(conn, held.number, [
-                    store.Checkpoint(
-                        held.core.orders[i].order_id,
-                        _state_encoder.encode(held.core.export_state(i)),
-                        held.events[held.core.orders[i].order_id],
-                    )
-                    for i in sorted(dirty)
+                    held.checkpoint(i) for i in sorted(dirty)
                 ])  # fmt: skip
                 for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic):
                     await store.advance_offset(
@@ -289,13 +314,23 @@ class BreachEvaluator:
             return []
         items: list[tuple[str, Signal]] = []
         sources: list[ConsumerRecord[bytes, bytes]] = []
+        redelivered = 0
         for record in records:
             try:
                 signal = _signal_decoder.decode(record.value or b"")
-                items.append((signal.order_id, to_core(signal)))
-                sources.append(record)
+                core_signal = to_core(signal)
             except (msgspec.DecodeError, wire.ContractError) as exc:
                 await self._dead_letter(producer, record, str(exc))
+                continue
+            if held.redelivered(signal, self.positions_topic):
+                redelivered += 1
+                continue
+            known = held.core.index.get(signal.order_id)
+            if signal.source is not None and known is not None:
+                dirty.add(known)  # its delivered offsets moved
+            items.append((signal.order_id, core_signal))
+            sources.append(record)
+        self.metrics.inc("signals_redelivered_total", redelivered)
         if not items:
             return []
         outcome = held.core.evaluate(held.core.batch(items), now)

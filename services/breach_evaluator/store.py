@@ -28,6 +28,7 @@ class Checkpoint:
     order_id: str
     state: bytes
     order_event: bytes
+    delivered: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +55,14 @@ async def load_offsets(
 
 async def load_checkpoints(conn: AsyncConnection, partition: int) -> list[Checkpoint]:
     rows = await conn.execute(
-        select(evaluator_state.c.order_id, evaluator_state.c.state, evaluator_state.c.order_event)
+        select(evaluator_state.c.order_id, evaluator_state.c.state, evaluator_state.c.order_event,
+               evaluator_state.c.delivered)
         .where(evaluator_state.c.partition == partition)
     )  # fmt: skip
-    return [Checkpoint(order_id, bytes(state), bytes(event)) for order_id, state, event in rows]
+    return [
+        Checkpoint(order_id, bytes(state), bytes(event), bytes(delivered))
+        for order_id, state, event, delivered in rows
+    ]
 
 
 async def advance_offset(
@@ -90,7 +95,7 @@ async def save_checkpoints(
 ) -> None:
     rows = [
         {"order_id": c.order_id, "partition": partition, "state": c.state,
-         "order_event": c.order_event}
+         "order_event": c.order_event, "delivered": c.delivered}
         for c in checkpoints
     ]  # fmt: skip
     if not rows:
@@ -103,6 +108,7 @@ async def save_checkpoints(
                 "partition": statement.excluded.partition,
                 "state": statement.excluded.state,
                 "order_event": statement.excluded.order_event,
+                "delivered": statement.excluded.delivered,
                 "updated_at": func.now(),
             },
         ),

@@ -3,6 +3,7 @@ fix_router and breach_evaluator in between, alerts on `bw.alerts.v1`; bad record
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator
@@ -17,8 +18,10 @@ from tests.support.orders import circle
 from tests.support.pipeline import (
     Pipeline,
     alerts_of,
+    by_episode,
     issue,
     new_device,
+    position,
     running_pipeline,
     walk_in,
 )
@@ -80,3 +83,41 @@ async def test_malformed_positions_go_to_the_dlq_and_the_good_ones_still_alert(
     assert "lat" in reasons and "accuracy_m" in reasons, reasons
     assert {d.service for d in letters} == {"fix_router"}
     assert {d.source_topic for d in letters} == {pipeline.settings.topic("positions.v1")}
+
+
+async def test_signals_routed_again_after_a_router_crash_change_nothing(
+    pipeline: Pipeline,
+) -> None:
+    """fix_router is at least once: after a crash it routes records again, with the same
+    source offsets. Without deduplication the old fixes inside the zone would come back as
+    late evidence of a new breach."""
+    device = new_device()
+    order_id = await issue(pipeline, device, contact_bans=[], zones=[circle("home", 0, 0, 200)])
+    settings = pipeline.settings
+    start = time.time() - 900
+    path = [(-1000, 0), (0, 0), (20, 0), (-1000, 0), (-1500, 0), (-1500, 0), (-1500, 0)]
+    positions_topic = settings.topic("positions.v1")
+
+    def routed(n: int, x: float, y: float) -> tuple[bytes, bytes]:
+        return order_id.encode(), msgspec.json.encode({
+            "order_id": order_id, "device_id": device, "role": "subject", "person_id": "P-1",
+            "position": msgspec.json.decode(position(device, start + n * 100, x, y)),
+            "source": {"topic": positions_topic, "partition": 3, "offset": 40 + n},
+        })  # fmt: skip
+
+    signals = [routed(n, x, y) for n, (x, y) in enumerate(path)]
+    await produce(settings, settings.topic("order-signals.v1"), signals)
+    first = await alerts_of(settings, order_id, "location_ban",
+                            until=lambda a: any(x.status == "closed" for x in a))  # fmt: skip
+    evaluator = pipeline.app.state.evaluator
+    before = evaluator.metrics.counters["signals_redelivered_total"]
+    await produce(settings, settings.topic("order-signals.v1"), signals)
+
+    async def dropped() -> bool:
+        return bool(evaluator.metrics.counters["signals_redelivered_total"] - before >= len(path))
+
+    assert await wait_for(dropped), "the evaluator did not see the redelivered signals"
+    await asyncio.sleep(0.5)  # the relay publishes within tens of milliseconds
+    again = await alerts_of(settings, order_id, "location_ban")
+    assert by_episode(again) == by_episode(first)
+    assert not any(a.late for a in again)
