@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -160,3 +160,14 @@ async def dead_letter(
         key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
     )
     await producer.send_and_wait(settings.topic("dlq.v1"), wire.encode(letter), key=record.key)
+
+
+def consumer_lag(consumer: AIOKafkaConsumer, next_offsets: dict[TopicPartition, int]) -> int:
+    """Records on the broker not yet consumed, over the partitions whose next offset is known,
+    from the high watermarks of the latest fetches (no request to the broker)."""
+    lag = 0
+    for tp, position in next_offsets.items():
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            lag += max(0, highwater - position)
+    return lag

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from geo.shapes import ZoneGeometryError
 from schemas import wire
-from services.adapters.kafka import dead_letter, make_consumer, make_producer
+from services.adapters.kafka import consumer_lag, dead_letter, make_consumer, make_producer
 from services.adapters.lifecycle import run_with_restarts, wall_clock
 from services.adapters.metrics import Metrics
 from services.adapters.settings import Settings
@@ -155,6 +155,11 @@ class BreachEvaluator:
                     fetched = await consumer.getmany(timeout_ms=20, max_records=10_000)
                     async with self.lock:
                         await self._process(fetched, producer, consumer)
+                        self.metrics.set("consumer_lag", consumer_lag(consumer, {
+                            TopicPartition(topic, held.number): offset
+                            for held in self.held.values()
+                            for topic, offset in held.offsets.items() if offset is not None
+                        }))  # fmt: skip
                     if fetched and (committing is None or committing.done()):
                         # Informational only (lag as Kafka sees it): the truth is in Postgres,
                         # so this runs beside the loop and a failure is of no consequence.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from schemas import wire
-from services.adapters.kafka import dead_letter, make_consumer, make_producer
+from services.adapters.kafka import consumer_lag, dead_letter, make_consumer, make_producer
 from services.adapters.lifecycle import run_with_restarts
 from services.adapters.metrics import Metrics
 from services.adapters.settings import Settings
@@ -169,9 +169,11 @@ class FixRouter:
         settings = self.settings
         positions_topic = settings.topic("positions.v1")
         signals_topic = settings.topic("order-signals.v1")
+        next_offsets: dict[TopicPartition, int] = {}
         while not stop.is_set():
             batch = await inputs.getmany(timeout_ms=100, max_records=5000)
             if not batch:
+                self.metrics.set("consumer_lag", consumer_lag(inputs, next_offsets))
                 continue
             acks = []
             routed = 0
@@ -199,4 +201,7 @@ class FixRouter:
             # move together and never claim work that is not yet on the signals topic.
             self.metrics.inc("records_total", routed)
             self.metrics.inc("signals_total", len(acks))
-            await inputs.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            done = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+            await inputs.commit(done)
+            next_offsets.update(done)
+            self.metrics.set("consumer_lag", consumer_lag(inputs, next_offsets))

@@ -1,6 +1,7 @@
-"""The breach evaluator SIGKILLed again and again in the middle of a stream: after deduplication
-by (alert_id, seq), its alerts equal those of a run without crashes - nothing missed, nothing
-extra. Each run has a database and topics of its own; the evaluator runs as its own process
+"""The breach evaluator SIGKILLed again and again in the middle of a stream, and two evaluators
+sharing the partitions with one of them killed for good: after deduplication by (alert_id,
+seq), the alerts equal those of a run without crashes - nothing missed, nothing extra. Each run
+has a database and topics of its own; evaluators run as their own processes
 (`breachwatch serve evaluator`), exactly as deployed."""
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from deploy.scratch import asyncpg_dsn, environment_of
 from schemas import wire
 from services.adapters.settings import Settings
-from tests.support.kafka import topic_values
+from tests.support.kafka import topic_values, wait_for
 from tests.support.scenario import SIGNALS, Stream, comparable, environment, produce, scenario
 from tests.support.server import free_port
 
@@ -30,8 +32,10 @@ pytestmark = pytest.mark.integration
 KILLS = 10
 
 
-async def start_evaluator(settings: Settings, log: Path) -> asyncio.subprocess.Process:
-    env = {**os.environ, **environment_of(settings), "BW_HTTP_PORT": str(free_port()),
+async def start_evaluator(
+    settings: Settings, log: Path, port: int | None = None
+) -> asyncio.subprocess.Process:
+    env = {**os.environ, **environment_of(settings), "BW_HTTP_PORT": str(port or free_port()),
            "BW_RULES_SIGNAL_LOST_AFTER_S": "36000", "BW_LOG_LEVEL": "WARNING"}  # fmt: skip
     executable = str(Path(sys.executable).with_name("breachwatch"))
     with log.open("ab") as out:
@@ -135,3 +139,70 @@ async def test_alerts_survive_ten_sigkills_of_the_evaluator(
     differ = [key for key in clean if clean[key] != crashed[key]]
     example = f"{clean[differ[0]]} vs {crashed[differ[0]]}" if differ else ""
     assert not differ, f"{len(differ)} alerts differ, e.g. {example}"
+
+
+async def partitions_held(port: int) -> int:
+    """The evaluator's own gauge, from its /metrics; -1 while it does not answer."""
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
+            text = (await http.get("/metrics")).text
+    except httpx.HTTPError:
+        return -1
+    for line in text.splitlines():
+        if line.startswith("bw_breach_evaluator_partitions_held "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+@pytest.mark.timeout(900)
+async def test_two_evaluators_share_the_partitions_and_one_takes_over_from_the_other(
+    migrated: Settings, tmp_path: Path
+) -> None:
+    orders, signals = scenario(seed=17, orders_n=50, signals_n=8000)
+    clean = comparable(await run(migrated, orders, signals, 0, tmp_path / "clean.log"))
+    async with environment(migrated) as settings:
+        await produce(settings, settings.topic("protection-orders.v1"), orders)
+        ports = [free_port(), free_port()]
+        first, second = [await start_evaluator(settings, tmp_path / f"e{p}.log", p) for p in ports]
+        try:
+
+            async def shared() -> bool:
+                held = [await partitions_held(p) for p in ports]
+                return min(held) > 0 and sum(held) == settings.partitions
+
+            assert await wait_for(shared, timeout_s=90), "the two never shared the partitions"
+            await _until_orders_checkpointed(settings, len(orders))
+            half = len(signals) // 2
+            await produce(settings, settings.topic("order-signals.v1"), signals[:half])
+
+            async def under_way() -> bool:
+                return (await progress(settings))[0] >= half // 3
+
+            assert await wait_for(under_way, timeout_s=120), "the evaluators never got going"
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            await produce(settings, settings.topic("order-signals.v1"), signals[half:])
+
+            async def taken_over() -> bool:
+                return await partitions_held(ports[1]) == settings.partitions
+
+            assert await wait_for(taken_over, timeout_s=60), "the survivor never took over"
+            deadline = time.monotonic() + 300
+            while True:
+                done, _, unpublished = await progress(settings)
+                if done >= len(signals) and unpublished == 0:
+                    break
+                assert time.monotonic() < deadline, f"stuck at {done} of {len(signals)}"
+                await asyncio.sleep(0.3)
+        finally:
+            for evaluator in (first, second):
+                if evaluator.returncode is None:
+                    evaluator.terminate()
+                    await evaluator.wait()
+        raw = await topic_values(settings, settings.topic("alerts.v1"))
+    shared_run = comparable([wire.decode(wire.Alert, value) for value in raw])
+    assert len(clean) > 50, "the scenario raised too few alerts to prove anything"
+    missed = clean.keys() - shared_run.keys()
+    extra = shared_run.keys() - clean.keys()
+    assert not missed and not extra, f"missed {len(missed)}, extra {len(extra)}"
+    assert shared_run == clean
