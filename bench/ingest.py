@@ -18,31 +18,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
-from deploy.scratch import asyncpg_dsn, environment_of, scratch_database, scratch_topics
+from bench.processes import quantile, start_service, stop_service
+from deploy.scratch import asyncpg_dsn, scratch_database, scratch_topics
 from services.adapters.auth import mint_token
 from services.adapters.database import migrate
 from services.adapters.settings import Settings
 
 Request = Callable[[httpx.AsyncClient, int], Awaitable[int]]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def order_body(n: int, run: str) -> dict[str, Any]:
@@ -106,41 +96,13 @@ def _ingest(run: str, offset: int) -> Request:
     return ingest
 
 
-def _quantile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
-
-
 def _summary(wall_s: float, latencies: list[float]) -> dict[str, float]:
     return {
         "per_s": round(len(latencies) / wall_s),
-        "p50_ms": round(_quantile(latencies, 0.5) * 1000, 2),
-        "p95_ms": round(_quantile(latencies, 0.95) * 1000, 2),
-        "p99_ms": round(_quantile(latencies, 0.99) * 1000, 2),
+        "p50_ms": round(quantile(latencies, 0.5) * 1000, 2),
+        "p95_ms": round(quantile(latencies, 0.95) * 1000, 2),
+        "p99_ms": round(quantile(latencies, 0.99) * 1000, 2),
     }
-
-
-async def _start_server(settings: Settings) -> tuple[asyncio.subprocess.Process, str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        **environment_of(settings.model_copy(update={"http_port": port, "log_level": "WARNING"})),
-    }
-    executable = str(Path(sys.executable).with_name("breachwatch"))
-    command = [executable, "serve", "ingest"]
-    server = await asyncio.create_subprocess_exec(*command, env=env, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url) as http:
-        for _ in range(300):
-            if server.returncode is not None:
-                raise SystemExit(f"`breachwatch serve ingest` exited with {server.returncode}")
-            try:
-                if (await http.get("/readyz")).status_code == 200:
-                    return server, url
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    server.terminate()
-    raise SystemExit("`breachwatch serve ingest` did not become ready in 30 s")
 
 
 async def _relay_drained_s(settings: Settings, since: float) -> float:
@@ -164,7 +126,7 @@ async def measure(base: Settings, levels: list[int], per_level: int) -> dict[str
         settings = base.model_copy(update={"database_url": url})
         await migrate(url)
         async with scratch_topics(settings) as scoped:
-            server, base_url = await _start_server(scoped)
+            server, base_url = await start_service(scoped, "ingest")
             token = mint_token(scoped, role="cjib", sub="bench")
             rows: list[dict[str, Any]] = []
             try:
@@ -198,8 +160,7 @@ async def measure(base: Settings, levels: list[int], per_level: int) -> dict[str
                         rows.append(row)
                         print(f"[bench ingest] {row}", file=sys.stderr)
             finally:
-                server.terminate()
-                await asyncio.wait_for(server.wait(), timeout=30)
+                await stop_service(server)
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     return {"machine": machine, "rows": rows}
 

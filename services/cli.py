@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -133,6 +134,28 @@ def bench_ingest(
     from bench.ingest import main as run
 
     run([int(n) for n in clients.split(",")], orders, as_json)
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(
+    orders: Annotated[int, typer.Option(help="active orders, one monitored device each")] = 100_000,
+    backlog: Annotated[int, typer.Option(help="routed signals waiting before the catch-up")] = (
+        1_000_000
+    ),
+    rates: Annotated[str, typer.Option(help="comma-separated steady fixes/s")] = "1000,5000",
+    seconds: Annotated[float, typer.Option(help="seconds of load per steady rate")] = 20.0,
+    plot: Annotated[Path, typer.Option(help="where the latency plot (PNG) goes")] = Path(
+        "bench-pipeline-latency.png"
+    ),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON line instead of a table")
+    ] = False,
+) -> None:
+    """Catch-up fixes/s of one evaluator from a backlog, its memory, and fix -> alert latency at
+    steady rates with CPU use, against a bare consumer and one Kafka hop in the same run."""
+    from bench.pipeline import main as run
+
+    run(orders, backlog, [int(n) for n in rates.split(",")], seconds, plot, as_json)
 
 
 @app.command("token")

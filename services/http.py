@@ -80,6 +80,7 @@ def create_app(settings: Settings, *, services: Collection[str] = ("ingest",)) -
             app.state.alert_relay = OutboxRelay(
                 sessions, await producer("bw-alert-relay"), alert_outbox,
                 key_column="order_id", topic=settings.topic("alerts.v1"),
+                wake=evaluator.alerts_committed,
             )  # fmt: skip
             tasks += [
                 asyncio.create_task(evaluator.run(stop), name="breach-evaluator"),

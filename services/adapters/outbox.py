@@ -10,6 +10,7 @@ deduplicate (order events by event id and version, alerts by alert id and seq).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -33,10 +34,14 @@ class OutboxRelay:
         topic: str,
         batch_size: int = 500,
         idle_s: float = 0.02,
+        wake: asyncio.Event | None = None,
     ) -> None:
         self._sessions, self._producer, self._table = sessions, producer, table
         self._key, self._topic = table.c[key_column], topic
         self._batch_size, self._idle_s = batch_size, idle_s
+        # Set by a writer in the same process after it commits rows, so they go out at once
+        # instead of at the next poll; the poll stays for rows written by other processes.
+        self._wake = wake or asyncio.Event()
         self.published = 0
         earlier = table.alias("earlier")
         self._claim = (
@@ -91,4 +96,6 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if published < self._batch_size:
-                await sleep_or_stop(stop, self._idle_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._idle_s)
+                self._wake.clear()

@@ -130,6 +130,7 @@ class BreachEvaluator:
         self.held: dict[int, HeldPartition] = {}
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self.ready = asyncio.Event()
+        self.alerts_committed = asyncio.Event()  # wakes the alert relay of this process
 
     async def run(self, stop: asyncio.Event) -> None:
         await run_with_restarts(
@@ -224,8 +225,17 @@ class BreachEvaluator:
         now = wall_clock()
         work: dict[int, _Work] = defaultdict(_Work)
         for tp, records in fetched.items():
-            if tp.partition not in self.held:
+            held = self.held.get(tp.partition)
+            if held is None:
                 continue  # revoked while fetched; the new owner reads them from its checkpoint
+            # A batch fetched before a rebalance can be handed over after it, when the partition
+            # was reloaded and the consumer sought back to the stored offset: the records below
+            # that offset are then read twice. Whatever lies below it is already applied.
+            stored = held.offsets.get(tp.topic)
+            if stored is not None and records and records[0].offset < stored:
+                records = [record for record in records if record.offset >= stored]
+                if not records:
+                    continue
             if tp.topic == self.orders_topic:
                 work[tp.partition].orders += records
             else:
@@ -263,6 +273,8 @@ class BreachEvaluator:
                         conn, self.group, topic, held.number, held.offsets.get(topic), new
                     )
             await store.add_alerts(conn, outgoing)
+        if outgoing:
+            self.alerts_committed.set()
         for held, todo, _ in plans:
             held.offsets.update(todo.next_offsets(self.orders_topic, self.signals_topic))
         signals = sum(len(todo.signals) for _, todo, _ in plans)

@@ -3,7 +3,8 @@ belongs to, so that both devices of a contact ban meet in the partition of their
 
 The device -> orders map is rebuilt from `bw.protection-orders.v1` (compacted) read from the
 beginning, and kept current by reading it on. At least once: a batch of input is committed
-only after every signal it produced and every dead letter is acknowledged by the broker.
+only after every signal it produced and every dead letter is acknowledged by the broker; the
+evaluator drops what is routed again after a crash by its source offset.
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ class FixRouter:
         positions_topic = settings.topic("positions.v1")
         signals_topic = settings.topic("order-signals.v1")
         next_offsets: dict[TopicPartition, int] = {}
+        committing: asyncio.Task[None] | None = None
         while not stop.is_set():
             batch = await inputs.getmany(timeout_ms=100, max_records=5000)
             if not batch:
@@ -201,7 +203,13 @@ class FixRouter:
             # move together and never claim work that is not yet on the signals topic.
             self.metrics.inc("records_total", routed)
             self.metrics.inc("signals_total", len(acks))
-            done = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-            await inputs.commit(done)
-            next_offsets.update(done)
+            next_offsets.update({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            # Beside the loop, so the next fetch does not wait a round trip for it. A commit
+            # lost to a crash only means records routed again, which the evaluator drops.
+            if committing is None or committing.done():
+                if committing is not None:
+                    committing.result()  # a failed commit restarts the router, like any failure
+                committing = asyncio.create_task(inputs.commit(dict(next_offsets)))
             self.metrics.set("consumer_lag", consumer_lag(inputs, next_offsets))
+        if committing is not None:
+            await committing

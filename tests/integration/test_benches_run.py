@@ -3,9 +3,11 @@ figures themselves are for bench/, never asserted here)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bench import core, ingest
+from bench import core, ingest, pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -32,3 +34,26 @@ def test_bench_ingest_reports_throughput_latency_and_the_healthz_floor(
     assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
     assert row["relay_drained_after_s"] >= 0
     assert '"rows"' in capsys.readouterr().out
+
+
+def test_bench_pipeline_reports_catch_up_latency_cpu_memory_and_a_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `breachwatch serve evaluator` and `serve router` as processes, scratch database and topics.
+    plot_to = tmp_path / "latency.png"
+    results = pipeline.main(
+        orders=400, backlog=4000, rates=[200], seconds=2.0, plot_to=plot_to, as_json=True
+    )
+    caught = results["catch_up"]
+    assert caught["backlog"] == 4000 and caught["fixes_per_s"] > 0
+    assert caught["bare_consumer_per_s"] > 0 and caught["evaluator_rss_mib"] > 0
+    (row,) = results["steady"]
+    assert row["rate"] == 200 and row["samples"] > 0
+    assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert row["one_hop_p99_ms"] > 0 and set(row["cpu"]) == {
+        "router",
+        "evaluator",
+        "load_generator",
+    }
+    assert plot_to.read_bytes().startswith(b"\x89PNG")
+    assert '"steady"' in capsys.readouterr().out

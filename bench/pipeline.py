@@ -1,0 +1,500 @@
+"""`breachwatch bench pipeline`: the streaming spine on the real broker and database.
+
+Every service runs as it does in production, as its own process (`breachwatch serve evaluator`,
+`breachwatch serve router`), on a scratch database and scratch topics. The load generator in
+this process builds Kafka record batches itself (partitioned by key with Kafka's own murmur2,
+exactly as a producer would) so that it is not what limits the figures.
+
+1. Orders: N orders (default 100k) with one monitored subject each (N devices): a circular
+   location ban (centre + radius), a polygon area ban, a contact ban, and for one order in ten
+   a municipality area ban (one of a handful of municipalities, compiled once and shared).
+2. Catch-up: a backlog of routed signals (default 1M) on `bw.order-signals.v1` before the
+   evaluator starts; fixes/s from its first committed batch to its last, and its resident
+   memory once it holds every order. Baseline in the same run: a bare consumer reading and
+   decoding the same backlog (the ceiling of aiokafka + msgspec in one Python process).
+3. Steady state: positions produced at fixed rates (default 1k/s and 5k/s) through
+   fix_router and the evaluator; 1% of them enter their order's location ban. Latency is from
+   handing the fix to the producer to reading its alert from `bw.alerts.v1`, with the CPU used
+   by the router and the evaluator. Baseline in the same run: one Kafka hop (produce, consume)
+   at the same rate, measured the same way.
+
+A PNG plot of the latency distribution is written next to the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+from bench.ingest import order_body
+from bench.processes import (
+    cpu_seconds,
+    quantile,
+    resident_bytes,
+    start_service,
+    stop_service,
+)
+from deploy.scratch import asyncpg_dsn, scratch_database, scratch_topics
+from geo.projection import LocalPlane
+from schemas import wire
+from services.adapters.database import migrate
+from services.adapters.settings import Settings
+
+MUNICIPALITIES = ("GM0344", "GM0363", "GM0599", "GM0518", "GM0014")  # Utrecht, A'dam, R'dam, ...
+TRIGGER_SHARE = 0.01
+QUIET_DISTANCE_M = 2000.0
+_partition = DefaultPartitioner()
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+@dataclass
+class Fleet:
+    """The orders of the run and where each subject lives."""
+
+    run: str
+    size: int
+    homes: list[tuple[float, float]] = field(default_factory=list)  # (lat, lon)
+
+    def order_id(self, n: int) -> str:
+        return f"BB-{self.run}-{n:07d}"
+
+    def device(self, n: int) -> str:
+        return f"EB-{self.run}-{n}"
+
+    def order_event(self, n: int) -> bytes:
+        body = order_body(n, self.run)
+        if n % 10 == 0:
+            code = MUNICIPALITIES[n // 10 % len(MUNICIPALITIES)]
+            body["order"]["zones"].append(
+                {"zone_id": "city", "kind": "area_ban", "municipality_code": code}
+            )
+        raw = msgspec.json.encode(body)
+        wire.decode(wire.OrderEvent, raw)  # the bench feeds only what the contract accepts
+        return raw
+
+    def quiet(self, n: int, t: float, rng: random.Random) -> tuple[float, float]:
+        """Somewhere QUIET_DISTANCE_M from home: clear of every zone of the order."""
+        lat, lon = self.homes[n]
+        plane = LocalPlane.at(lat, lon)
+        return plane.to_latlon(-QUIET_DISTANCE_M + rng.uniform(-50, 50), rng.uniform(-50, 50))
+
+
+def fleet(size: int) -> Fleet:
+    made = Fleet(os.urandom(3).hex(), size)
+    for n in range(size):
+        zone = order_body(n, made.run)["order"]["zones"][0]["geometry"]["coordinates"]
+        made.homes.append((zone[1], zone[0]))
+    return made
+
+
+class BatchProducer:
+    """Kafka record batches built here and sent per partition: many records per request with
+    little Python per record, so the generator is never the bottleneck."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, partitions: int) -> None:
+        self.producer, self.topic = producer, topic
+        self.all = list(range(partitions))
+        self.batches: dict[int, Any] = {}
+        self.pending: list[asyncio.Future[Any]] = []
+
+    async def add(self, key: bytes, value: bytes) -> None:
+        p = _partition(key, self.all, self.all)
+        batch = self.batches.get(p)
+        if batch is None:
+            batch = self.batches[p] = self.producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            await self._send(p)
+            batch = self.batches[p] = self.producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None)
+
+    async def _send(self, p: int) -> None:
+        batch = self.batches.pop(p)
+        batch.close()
+        self.pending.append(await self.producer.send_batch(batch, self.topic, partition=p))
+
+    async def flush(self) -> None:
+        for p in list(self.batches):
+            await self._send(p)
+        await asyncio.gather(*self.pending)
+        self.pending.clear()
+
+
+async def _producer(settings: Settings) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0,
+        max_batch_size=1 << 20, max_request_size=8 << 20, client_id="bw-bench-load",
+    )  # fmt: skip
+    await producer.start()
+    return producer
+
+
+async def produce_orders(settings: Settings, made: Fleet) -> float:
+    producer = await _producer(settings)
+    started = time.perf_counter()
+    try:
+        out = BatchProducer(producer, settings.topic("protection-orders.v1"), settings.partitions)
+        for n in range(made.size):
+            await out.add(made.order_id(n).encode(), made.order_event(n))
+        await out.flush()
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def produce_backlog(settings: Settings, made: Fleet, total: int) -> float:
+    """`total` routed signals, every subject in turn, 30 s apart in event time, 1% of them
+    inside the order's location ban (all of them in the lower half of the orders)."""
+    rng = random.Random(1)
+    producer = await _producer(settings)
+    started = time.perf_counter()
+    encoder = msgspec.json.Encoder()
+    t0 = time.time() - 6 * 3600
+    try:
+        out = BatchProducer(producer, settings.topic("order-signals.v1"), settings.partitions)
+        for k in range(total):
+            n = k % made.size
+            t = t0 + (k // made.size) * 30 + n * 1e-4
+            # Only the lower half enters zones here: the upper half keeps fresh zones for the
+            # steady-state levels, where each of them opens one new episode.
+            if n < made.size // 2 and rng.random() < 2 * TRIGGER_SHARE:
+                lat, lon = made.homes[n]
+            else:
+                lat, lon = made.quiet(n, t, rng)
+            order_id = made.order_id(n)
+            value = encoder.encode({
+                "order_id": order_id, "device_id": made.device(n), "role": "subject",
+                "person_id": f"P-{made.run}-{n}",
+                "position": {"device_id": made.device(n), "ts": _utc(t), "lat": lat, "lon": lon,
+                             "accuracy_m": 8.0},
+            })  # fmt: skip
+            await out.add(order_id.encode(), value)
+        await out.flush()
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def _evaluated(conn: asyncpg.Connection, topic: str) -> int:
+    done = await conn.fetchval(
+        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE topic = $1", topic
+    )
+    return int(done)
+
+
+async def catch_up(settings: Settings, total: int) -> tuple[dict[str, Any], Any]:
+    """Start the evaluator on the backlog; fixes/s from its first commit to its last."""
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    topic = settings.topic("order-signals.v1")
+    launched = time.perf_counter()
+    evaluator, url = await start_service(
+        settings, "evaluator", extra_env={"BW_RULES_SIGNAL_LOST_AFTER_S": "36000"},
+        ready_within_s=300,
+    )  # fmt: skip
+    try:
+        first: tuple[float, int] | None = None
+        while True:
+            done = await _evaluated(conn, topic)
+            now = time.perf_counter()
+            if first is None and done > 0:
+                first = (now, done)
+            if done >= total:
+                break
+            if now - launched > 1800:
+                raise SystemExit(f"catch-up stuck at {done} of {total}")
+            await asyncio.sleep(0.05)
+        assert first is not None
+        rss = resident_bytes(evaluator.pid)
+        row = {
+            "backlog": total,
+            "fixes_per_s": round((total - first[1]) / max(now - first[0], 1e-9)),
+            "from_launch_s": round(now - launched, 1),
+            "first_commit_after_s": round(first[0] - launched, 1),
+            "evaluator_rss_mib": round(rss / 2**20),
+        }
+        return row, (evaluator, url)
+    except BaseException:
+        await stop_service(evaluator)
+        raise
+    finally:
+        await conn.close()
+
+
+async def bare_consumer(settings: Settings, total: int) -> float:
+    """Baseline: read and decode the same backlog in one process, nothing else; records/s."""
+    decoder = msgspec.json.Decoder(wire.OrderSignal)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+        max_partition_fetch_bytes=4 << 20, fetch_max_wait_ms=5,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        topic = settings.topic("order-signals.v1")
+        consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
+        await consumer.seek_to_beginning()
+        seen = 0
+        started = time.perf_counter()
+        while seen < total:
+            for records in (await consumer.getmany(timeout_ms=100, max_records=10_000)).values():
+                for record in records:
+                    decoder.decode(record.value)
+                seen += len(records)
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Level:
+    rate: int
+    latencies_ms: list[float]
+    achieved_rate: float
+    cpu: dict[str, float]
+
+
+@dataclass
+class Reader:
+    """Reads a topic from its end and notes when the record of each key in `sent` arrives."""
+
+    settings: Settings
+    topic: str
+    key_of: Any
+    sent: dict[str, float] = field(default_factory=dict)
+    got: dict[str, float] = field(default_factory=dict)
+    positioned: asyncio.Event = field(default_factory=asyncio.Event)
+    sending_done: asyncio.Event = field(default_factory=asyncio.Event)
+    complete: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
+            enable_auto_commit=False, fetch_max_wait_ms=5,
+        )  # fmt: skip
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(self.topic, p) for p in range(self.settings.partitions)]
+            consumer.assign(partitions)
+            await consumer.seek_to_end(*partitions)
+            for tp in partitions:
+                await consumer.position(tp)
+            self.positioned.set()
+            while not self.stop.is_set():
+                fetched = await consumer.getmany(timeout_ms=20)
+                now = time.time()
+                for records in fetched.values():
+                    for record in records:
+                        key = self.key_of(record.value)
+                        if key in self.sent and key not in self.got:
+                            self.got[key] = now
+                if self.sending_done.is_set() and len(self.got) >= len(self.sent):
+                    self.complete.set()
+        finally:
+            await consumer.stop()
+
+
+def _alert_key(raw: bytes) -> str | None:
+    alert = msgspec.json.decode(raw)
+    if alert.get("rule") == "location_ban" and alert.get("seq") == 0:
+        return str(alert["order_id"])
+    return None
+
+
+def _echo_key(raw: bytes) -> str:
+    return str(msgspec.json.decode(raw)["key"])
+
+
+async def steady(
+    settings: Settings, made: Fleet, rate: int, seconds: float, pids: dict[str, int],
+    reserved: list[int], *, baseline: bool,
+) -> Level:  # fmt: skip
+    """Positions at `rate`/s for `seconds`; every 100th enters its location ban (on a subject
+    from `reserved`, whose last fix is hours old, so it is no teleport). With `baseline`, the
+    same load goes to a scratch topic read back directly: one Kafka hop."""
+    rng = random.Random(rate)
+    producer = await _producer(settings)
+    # The baseline's topic: the scratch CJIB topic, which nothing reads during the bench.
+    topic = settings.cjib_orders_topic if baseline else settings.topic("positions.v1")
+    read_from = topic if baseline else settings.topic("alerts.v1")
+    reader = Reader(settings, read_from, _echo_key if baseline else _alert_key)
+    sent, got = reader.sent, reader.got
+    reading = asyncio.create_task(reader.run())
+    await asyncio.wait_for(reader.positioned.wait(), 30)
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    own_before = time.process_time()
+    started = time.perf_counter()
+    tick_s = 0.01
+    per_tick = max(1, round(rate * tick_s))
+    produced = 0
+    acks: list[asyncio.Future[Any]] = []
+    try:
+        while (elapsed := time.perf_counter() - started) < seconds:
+            due = int(elapsed / tick_s) * per_tick + per_tick
+            while produced < due:
+                trigger = produced % int(1 / TRIGGER_SHARE) == 0 and reserved
+                n = reserved.pop() if trigger else rng.randrange(made.size // 2)
+                now = time.time()
+                lat, lon = made.homes[n] if trigger else made.quiet(n, now, rng)
+                key = made.device(n).encode()
+                position = {"device_id": made.device(n), "ts": _utc(now), "lat": lat,
+                            "lon": lon, "accuracy_m": 6.0}  # fmt: skip
+                if baseline:
+                    position["key"] = made.order_id(n)
+                if trigger:
+                    sent[made.order_id(n)] = now
+                value = msgspec.json.encode(position)
+                acks.append(await producer.send(topic, value, key=key))
+                produced += 1
+            await asyncio.sleep(max(0.0, started + (due / per_tick) * tick_s - time.perf_counter()))
+        wall = time.perf_counter() - started
+        await asyncio.gather(*acks)
+        cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / wall for name, pid in pids.items()}
+        cpu["load_generator"] = (time.process_time() - own_before) / wall
+        reader.sending_done.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader.complete.wait(), 30)
+    finally:
+        reader.stop.set()
+        await reading
+        await producer.stop()
+    missing = len(sent) - len(got)
+    if missing:
+        print(f"[bench pipeline] {missing} of {len(sent)} alerts not seen within 30 s",
+              file=sys.stderr)  # fmt: skip
+    latencies = [(got[k] - sent[k]) * 1000 for k in got]
+    return Level(rate, latencies, produced / wall, cpu)
+
+
+def _summary(level: Level) -> dict[str, Any]:
+    values = level.latencies_ms
+    return {
+        "rate": level.rate,
+        "achieved_per_s": round(level.achieved_rate),
+        "samples": len(values),
+        "p50_ms": round(quantile(values, 0.50), 1),
+        "p95_ms": round(quantile(values, 0.95), 1),
+        "p99_ms": round(quantile(values, 0.99), 1),
+        "cpu": {name: round(share, 2) for name, share in level.cpu.items()},
+    }
+
+
+def plot(levels: list[tuple[str, Level]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for label, level in levels:
+        values = sorted(level.latencies_ms)
+        if not values:
+            continue
+        share = [(i + 1) / len(values) for i in range(len(values))]
+        axes.plot(values, share, label=f"{label} ({len(values)} samples)")
+    axes.set_xscale("log")
+    axes.set_xlabel("fix produced -> alert read (ms, log scale)")
+    axes.set_ylabel("share of alerts at or below")
+    axes.axvline(10, color="grey", linestyle=":", linewidth=1)
+    axes.axvline(25, color="grey", linestyle="--", linewidth=1)
+    axes.set_title("breachwatch pipeline latency (target p50 <= 10 ms, p99 <= 25 ms)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+async def measure(
+    base: Settings, orders: int, backlog: int, rates: list[int], seconds: float, plot_to: Path
+) -> dict[str, Any]:
+    async with scratch_database(base.database_url) as url:
+        await migrate(url)
+        async with scratch_topics(base.model_copy(update={"database_url": url})) as settings:
+            made = fleet(orders)
+            orders_s = await produce_orders(settings, made)
+            backlog_s = await produce_backlog(settings, made, backlog)
+            print(f"[bench pipeline] {orders:,} orders in {orders_s:.1f} s, {backlog:,} backlog "
+                  f"signals in {backlog_s:.1f} s", file=sys.stderr)  # fmt: skip
+            ceiling = await bare_consumer(settings, backlog)
+            caught, (evaluator, _) = await catch_up(settings, backlog)
+            caught["bare_consumer_per_s"] = round(ceiling)
+            caught["ratio_vs_bare_consumer"] = round(caught["fixes_per_s"] / ceiling, 2)
+            print(f"[bench pipeline] catch-up {caught}", file=sys.stderr)
+            router = None
+            try:
+                router, _ = await start_service(settings, "router", ready_within_s=300)
+                pids = {"router": router.pid, "evaluator": evaluator.pid}
+                # Subjects of the upper half enter their zone once each; the lower half moves.
+                reserved = list(range(orders // 2, orders))
+                random.Random(3).shuffle(reserved)
+                levels: list[tuple[str, Level]] = []
+                rows = []
+                for rate in rates:
+                    floor = await steady(settings, made, rate, seconds, {}, list(reserved),
+                                         baseline=True)  # fmt: skip
+                    level = await steady(settings, made, rate, seconds, pids, reserved,
+                                         baseline=False)  # fmt: skip
+                    row = _summary(level)
+                    one_hop = _summary(floor)
+                    row["one_hop_p50_ms"], row["one_hop_p99_ms"] = (
+                        one_hop["p50_ms"],
+                        one_hop["p99_ms"],
+                    )
+                    row["p99_vs_one_hop"] = round(row["p99_ms"] / max(one_hop["p99_ms"], 0.01), 1)
+                    rows.append(row)
+                    levels += [(f"pipeline {rate}/s", level), (f"one Kafka hop {rate}/s", floor)]
+                    print(f"[bench pipeline] {row}", file=sys.stderr)
+                caught["evaluator_rss_mib_after_load"] = round(
+                    resident_bytes(evaluator.pid) / 2**20
+                )
+            finally:
+                if router is not None:
+                    await stop_service(router)
+                await stop_service(evaluator)
+    plot(levels, plot_to)
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    return {"machine": machine, "orders": orders, "catch_up": caught, "steady": rows,
+            "plot": str(plot_to)}  # fmt: skip
+
+
+def main(
+    orders: int, backlog: int, rates: list[int], seconds: float, plot_to: Path, as_json: bool
+) -> dict[str, Any]:
+    base = Settings()
+    results = asyncio.run(measure(base, orders, backlog, rates, seconds, plot_to))
+    if as_json:
+        print(json.dumps(results))
+        return results
+    c = results["catch_up"]
+    print(f"catch-up of {c['backlog']:,} signals, {orders:,} orders: {c['fixes_per_s']:,} fixes/s "
+          f"({c['ratio_vs_bare_consumer']} x a bare consumer's {c['bare_consumer_per_s']:,}/s); "
+          f"evaluator resident {c['evaluator_rss_mib']} MiB, "
+          f"{c['evaluator_rss_mib_after_load']} MiB after the steady load")  # fmt: skip
+    print(
+        "| fixes/s | achieved | alerts | p50 ms | p95 ms | p99 ms | one hop p50/p99 ms "
+        "| p99 x one hop | CPU router | CPU evaluator | CPU generator |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results["steady"]:
+        cpu = r["cpu"]
+        print(f"| {r['rate']:,} | {r['achieved_per_s']:,} | {r['samples']} | {r['p50_ms']} "
+              f"| {r['p95_ms']} | {r['p99_ms']} | {r['one_hop_p50_ms']}/{r['one_hop_p99_ms']} "
+              f"| {r['p99_vs_one_hop']} | {cpu['router']:.0%} | {cpu['evaluator']:.0%} "
+              f"| {cpu['load_generator']:.0%} |")  # fmt: skip
+    print(f"latency plot: {results['plot']}")
+    return results
