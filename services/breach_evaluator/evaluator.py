@@ -263,15 +263,17 @@ class BreachEvaluator:
                 store.OutgoingAlert(a.order_id, a.alert_id, a.seq, wire.encode(a)) for a in alerts
             ]
             plans.append((held, todo, dirty))
+        moves: list[store.OffsetMove] = []
         async with self.engine.begin() as conn:
             for held, todo, dirty in plans:
                 await store.save_checkpoints(conn, held.number, [
                     held.checkpoint(i) for i in sorted(dirty)
                 ])  # fmt: skip
-                for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic):
-                    await store.advance_offset(
-                        conn, self.group, topic, held.number, held.offsets.get(topic), new
-                    )
+                moves += [
+                    store.OffsetMove(topic, held.number, held.offsets.get(topic), new)
+                    for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic)
+                ]
+            await store.advance_offsets(conn, self.group, moves)
             await store.add_alerts(conn, outgoing)
         if outgoing:
             self.alerts_committed.set()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, Integer, String, column, func, select, update, values
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -65,29 +65,47 @@ async def load_checkpoints(conn: AsyncConnection, partition: int) -> list[Checkp
     ]
 
 
-async def advance_offset(
-    conn: AsyncConnection, group: str, topic: str, partition: int, expected: int | None, new: int
-) -> None:
-    """Move one input offset from `expected` (None: never stored) to `new`, or raise Fenced."""
-    if expected is None:
+@dataclass(frozen=True, slots=True)
+class OffsetMove:
+    topic: str
+    partition: int
+    expected: int | None  # None: never stored
+    new: int
+
+
+async def advance_offsets(conn: AsyncConnection, group: str, moves: Sequence[OffsetMove]) -> None:
+    """Move input offsets from where this evaluator last stored them, or raise Fenced. The
+    moves of a batch go in one statement (plus one per partition stored the first time), so a
+    batch costs the same few round trips however many partitions it touched."""
+    for move in [m for m in moves if m.expected is None]:
         result = await conn.execute(
             insert(consumer_offsets)
-            .values(consumer_group=group, topic=topic, partition=partition, next_offset=new)
+            .values(consumer_group=group, topic=move.topic, partition=move.partition,
+                    next_offset=move.new)
             .on_conflict_do_nothing()
+        )  # fmt: skip
+        if result.rowcount != 1:
+            raise Fenced(f"{move.topic}[{move.partition}] stored by another evaluator")
+    updates = [m for m in moves if m.expected is not None]
+    if not updates:
+        return
+    wanted = values(
+        column("topic", String), column("partition", Integer),
+        column("expected", BigInteger), column("new", BigInteger), name="wanted",
+    ).data([(m.topic, m.partition, m.expected, m.new) for m in updates])  # fmt: skip
+    result = await conn.execute(
+        update(consumer_offsets)
+        .where(
+            consumer_offsets.c.consumer_group == group,
+            consumer_offsets.c.topic == wanted.c.topic,
+            consumer_offsets.c.partition == wanted.c.partition,
+            consumer_offsets.c.next_offset == wanted.c.expected,
         )
-    else:
-        result = await conn.execute(
-            update(consumer_offsets)
-            .where(
-                consumer_offsets.c.consumer_group == group,
-                consumer_offsets.c.topic == topic,
-                consumer_offsets.c.partition == partition,
-                consumer_offsets.c.next_offset == expected,
-            )
-            .values(next_offset=new, updated_at=func.now())
-        )
-    if result.rowcount != 1:
-        raise Fenced(f"{topic}[{partition}] moved past {expected} by another evaluator")
+        .values(next_offset=wanted.c.new, updated_at=func.now())
+    )
+    if result.rowcount != len(updates):
+        moved = ", ".join(f"{m.topic}[{m.partition}]" for m in updates)
+        raise Fenced(f"one of {moved} was moved by another evaluator")
 
 
 async def save_checkpoints(
