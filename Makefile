@@ -20,4 +20,4 @@ bench:
 	bash deploy/bootstrap.sh
 	@if [ "$$(id -u)" = 0 ] && ! ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15-postgis-3; fi
-	eval "$$(.venv/bin/breachwatch infra up)" && .venv/bin/breachwatch bench core && .venv/bin/breachwatch bench ingest
+	eval "$$(.venv/bin/breachwatch infra up)" && .venv/bin/breachwatch bench core && .venv/bin/breachwatch bench ingest && .venv/bin/breachwatch bench pipeline

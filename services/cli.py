@@ -145,7 +145,7 @@ def bench_pipeline(
     rates: Annotated[str, typer.Option(help="comma-separated steady fixes/s")] = "1000,5000",
     seconds: Annotated[float, typer.Option(help="seconds of load per steady rate")] = 20.0,
     plot: Annotated[Path, typer.Option(help="where the latency plot (PNG) goes")] = Path(
-        "bench-pipeline-latency.png"
+        "bench/results/pipeline-latency.png"
     ),
     as_json: Annotated[
         bool, typer.Option("--json", help="one JSON line instead of a table")
