@@ -206,6 +206,7 @@ async def catch_up(settings: Settings, total: int) -> tuple[dict[str, Any], Any]
         settings, "evaluator", extra_env={"BW_RULES_SIGNAL_LOST_AFTER_S": "36000"},
         ready_within_s=300,
     )  # fmt: skip
+    ready = time.perf_counter()
     try:
         first: tuple[float, int] | None = None
         while True:
@@ -219,6 +220,8 @@ async def catch_up(settings: Settings, total: int) -> tuple[dict[str, Any], Any]
                 raise SystemExit(f"catch-up stuck at {done} of {total}")
             await asyncio.sleep(0.05)
         assert first is not None
+        if first[1] >= total:  # a backlog small enough for one batch: time it from readiness
+            first = (ready, 0)
         rss = resident_bytes(evaluator.pid)
         row = {
             "backlog": total,
