@@ -35,9 +35,14 @@ from services.adapters.settings import Settings
 Request = Callable[[httpx.AsyncClient, int], Awaitable[int]]
 
 
+def home(n: int) -> tuple[float, float]:
+    """(lat, lon) of the n-th order's location ban: a grid over the west of the Netherlands."""
+    return 51.5 + (n % 1000) * 0.0015, 4.3 + (n // 1000 % 1000) * 0.0025
+
+
 def order_body(n: int, run: str) -> dict[str, Any]:
     """A realistic order: a circular location ban, a polygon area ban and a contact ban."""
-    lat, lon = 51.5 + (n % 1000) * 0.0015, 4.3 + (n // 1000 % 1000) * 0.0025
+    lat, lon = home(n)
     d = 0.002
     ring = [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
     order_id = f"BB-{run}-{n:07d}"

@@ -39,7 +39,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench.ingest import order_body
+from bench.ingest import home, order_body
 from bench.processes import (
     cpu_seconds,
     quantile,
@@ -69,7 +69,6 @@ class Fleet:
 
     run: str
     size: int
-    homes: list[tuple[float, float]] = field(default_factory=list)  # (lat, lon)
 
     def order_id(self, n: int) -> str:
         return f"BB-{self.run}-{n:07d}"
@@ -88,19 +87,11 @@ class Fleet:
         wire.decode(wire.OrderEvent, raw)  # the bench feeds only what the contract accepts
         return raw
 
-    def quiet(self, n: int, t: float, rng: random.Random) -> tuple[float, float]:
+    def quiet(self, n: int, rng: random.Random) -> tuple[float, float]:
         """Somewhere QUIET_DISTANCE_M from home: clear of every zone of the order."""
-        lat, lon = self.homes[n]
+        lat, lon = home(n)
         plane = LocalPlane.at(lat, lon)
         return plane.to_latlon(-QUIET_DISTANCE_M + rng.uniform(-50, 50), rng.uniform(-50, 50))
-
-
-def fleet(size: int) -> Fleet:
-    made = Fleet(os.urandom(3).hex(), size)
-    for n in range(size):
-        zone = order_body(n, made.run)["order"]["zones"][0]["geometry"]["coordinates"]
-        made.homes.append((zone[1], zone[0]))
-    return made
 
 
 class BatchProducer:
@@ -173,9 +164,9 @@ async def produce_backlog(settings: Settings, made: Fleet, total: int) -> float:
             # Only the lower half enters zones here: the upper half keeps fresh zones for the
             # steady-state levels, where each of them opens one new episode.
             if n < made.size // 2 and rng.random() < 2 * TRIGGER_SHARE:
-                lat, lon = made.homes[n]
+                lat, lon = home(n)
             else:
-                lat, lon = made.quiet(n, t, rng)
+                lat, lon = made.quiet(n, rng)
             order_id = made.order_id(n)
             value = encoder.encode({
                 "order_id": order_id, "device_id": made.device(n), "role": "subject",
@@ -197,12 +188,14 @@ async def _evaluated(conn: asyncpg.Connection, topic: str) -> int:
     return int(done)
 
 
-async def catch_up(settings: Settings, total: int) -> tuple[dict[str, Any], Any]:
+async def catch_up(
+    settings: Settings, total: int
+) -> tuple[dict[str, Any], asyncio.subprocess.Process]:
     """Start the evaluator on the backlog; fixes/s from its first commit to its last."""
     conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
     topic = settings.topic("order-signals.v1")
     launched = time.perf_counter()
-    evaluator, url = await start_service(
+    evaluator, _ = await start_service(
         settings, "evaluator", extra_env={"BW_RULES_SIGNAL_LOST_AFTER_S": "36000"},
         ready_within_s=300,
     )  # fmt: skip
@@ -230,7 +223,7 @@ async def catch_up(settings: Settings, total: int) -> tuple[dict[str, Any], Any]
             "first_commit_after_s": round(first[0] - launched, 1),
             "evaluator_rss_mib": round(rss / 2**20),
         }
-        return row, (evaluator, url)
+        return row, evaluator
     except BaseException:
         await stop_service(evaluator)
         raise
@@ -349,10 +342,10 @@ async def steady(
         while (elapsed := time.perf_counter() - started) < seconds:
             due = int(elapsed / tick_s) * per_tick + per_tick
             while produced < due:
-                trigger = produced % int(1 / TRIGGER_SHARE) == 0 and reserved
+                trigger = produced % int(1 / TRIGGER_SHARE) == 0 and bool(reserved)
                 n = reserved.pop() if trigger else rng.randrange(made.size // 2)
                 now = time.time()
-                lat, lon = made.homes[n] if trigger else made.quiet(n, now, rng)
+                lat, lon = home(n) if trigger else made.quiet(n, rng)
                 key = made.device(n).encode()
                 position = {"device_id": made.device(n), "ts": _utc(now), "lat": lat,
                             "lon": lon, "accuracy_m": 6.0}  # fmt: skip
@@ -429,13 +422,13 @@ async def measure(
     async with scratch_database(base.database_url) as url:
         await migrate(url)
         async with scratch_topics(base.model_copy(update={"database_url": url})) as settings:
-            made = fleet(orders)
+            made = Fleet(os.urandom(3).hex(), orders)
             orders_s = await produce_orders(settings, made)
             backlog_s = await produce_backlog(settings, made, backlog)
             print(f"[bench pipeline] {orders:,} orders in {orders_s:.1f} s, {backlog:,} backlog "
                   f"signals in {backlog_s:.1f} s", file=sys.stderr)  # fmt: skip
             ceiling = await bare_consumer(settings, backlog)
-            caught, (evaluator, _) = await catch_up(settings, backlog)
+            caught, evaluator = await catch_up(settings, backlog)
             caught["bare_consumer_per_s"] = round(ceiling)
             caught["ratio_vs_bare_consumer"] = round(caught["fixes_per_s"] / ceiling, 2)
             print(f"[bench pipeline] catch-up {caught}", file=sys.stderr)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -13,17 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from deploy.scratch import environment_of
+from deploy.scratch import environment_of, free_port
 from services.adapters.settings import Settings
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def quantile(values: list[float], q: float) -> float:

@@ -3,6 +3,7 @@ of its own, for a test run or a benchmark, removed afterwards."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.adapters.kafka import create_topics, topic_catalogue
 from services.adapters.settings import Settings
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def with_database(url: str, database: str) -> str:

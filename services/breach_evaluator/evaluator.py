@@ -277,8 +277,8 @@ class BreachEvaluator:
             await store.add_alerts(conn, outgoing)
         if outgoing:
             self.alerts_committed.set()
-        for held, todo, _ in plans:
-            held.offsets.update(todo.next_offsets(self.orders_topic, self.signals_topic))
+        for move in moves:  # committed: this is where the partitions now stand
+            self.held[move.partition].offsets[move.topic] = move.new
         signals = sum(len(todo.signals) for _, todo, _ in plans)
         self.metrics.inc("signals_total", signals)
         self.metrics.inc("alerts_total", len(outgoing))

@@ -20,12 +20,11 @@ import asyncpg
 import httpx
 import pytest
 
-from deploy.scratch import asyncpg_dsn, environment_of
+from deploy.scratch import asyncpg_dsn, environment_of, free_port
 from schemas import wire
 from services.adapters.settings import Settings
 from tests.support.kafka import topic_values, wait_for
 from tests.support.scenario import SIGNALS, Stream, comparable, environment, produce, scenario
-from tests.support.server import free_port
 
 pytestmark = pytest.mark.integration
 

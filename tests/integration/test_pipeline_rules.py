@@ -1,7 +1,8 @@
 """Every rule of the core, end to end on the real broker and database: the order issued over
 HTTP, the device's positions and events produced to `bw.positions.v1` and
 `bw.device-events.v1`, the alerts read back from `bw.alerts.v1`. One scenario walks a real GPS
-track (tests/data/tracks) through a location ban."""
+track (tests/data/tracks) through a location ban; the plain location-ban walk-in is in
+test_pipeline.py."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from tests.support.pipeline import (
     new_device,
     position,
     running_pipeline,
-    walk_in,
 )
 from tests.support.scenario import produce
 from tests.support.tracks import load
@@ -175,12 +175,3 @@ async def test_a_real_run_passing_a_location_ban_once(pipeline: Pipeline) -> Non
     (steps,) = episodes.values()
     assert steps[0] == (0, "open") and steps[-1][1] == "closed"
     assert (bans[-1].severity, bans[-1].certainty) == ("breach", "certain")
-
-
-async def test_location_ban_walk_in_raises_one_episode(pipeline: Pipeline) -> None:
-    device = new_device()
-    order_id = await issue(pipeline, device, contact_bans=[], zones=[circle("home", 0, 0, 200)])
-    await positions(pipeline, walk_in(device, time.time() - 60))
-    bans = await alerts_of(pipeline.settings, order_id, "location_ban")
-    assert {a.alert_id for a in bans} == {bans[0].alert_id}
-    assert (bans[0].status, bans[0].severity, bans[0].certainty) == ("open", "breach", "certain")

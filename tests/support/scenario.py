@@ -22,6 +22,7 @@ from services.adapters.database import migrate
 from services.adapters.kafka import make_producer
 from services.adapters.settings import Settings
 from services.adapters.tables import alert_outbox
+from services.http import create_app
 from tests.support.kafka import topic_values, wait_for
 from tests.support.orders import at, circle, order_event, square
 
@@ -180,8 +181,6 @@ async def run_router_and_evaluator(
     of their own, until every alert is published. The positions are produced in 30 slices, one
     after the other; `midway(app)`, if given, runs between two slices once a third of them are
     routed, so it meets services with work in hand and more to come."""
-    from services.http import create_app  # the app pulls in every service; only runs need it
-
     async with environment(base) as settings:
         await produce(settings, settings.topic("protection-orders.v1"), orders)
         app = create_app(settings, services=("router", "evaluator"))
