@@ -11,6 +11,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import shapely
+
 _DATA = resources.files("geo") / "data" / "gemeenten_2023.geojson"
 
 
@@ -36,3 +38,20 @@ def name(code: str) -> str:
 def all_features() -> list[dict[str, Any]]:
     """Every municipality as a GeoJSON feature (for the control-room map background)."""
     return list(_features().values())
+
+
+@cache
+def simplified_collection(tolerance_deg: float = 0.002) -> dict[str, Any]:
+    """Every outline simplified (about 150 m at the default) into one FeatureCollection: enough
+    to find one's way on a control-room map, at a fraction of the size."""
+    features = []
+    for code, feature in sorted(_features().items()):
+        shape = shapely.geometry.shape(feature["geometry"]).simplify(
+            tolerance_deg, preserve_topology=True
+        )
+        features.append({
+            "type": "Feature",
+            "properties": {"code": code, "name": feature["properties"]["name"]},
+            "geometry": shapely.geometry.mapping(shapely.set_precision(shape, 1e-5)),
+        })  # fmt: skip
+    return {"type": "FeatureCollection", "features": features}

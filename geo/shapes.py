@@ -227,3 +227,14 @@ def compile_shape(
     if geometry.get("type") == "Point":
         return compile_circle(geometry, radius_m)
     return compile_polygon(geometry)
+
+
+def circle_polygon(lat0: float, lon0: float, radius_m: float, vertices: int = 48) -> dict[str, Any]:
+    """A circle zone as a GeoJSON Polygon, for drawing; the engine keeps the exact circle."""
+    plane = LocalPlane.at(lat0, lon0)
+    ring = []
+    for i in range(vertices + 1):
+        angle = 2 * math.pi * (i % vertices) / vertices
+        lat, lon = plane.to_latlon(radius_m * math.cos(angle), radius_m * math.sin(angle))
+        ring.append([round(lon, 6), round(lat, 6)])
+    return {"type": "Polygon", "coordinates": [ring]}

@@ -188,3 +188,200 @@ class LookupResult(BaseModel):
     hits: list[LookupHit]
     emergency: bool = Field(description="searched beyond the own region; flagged for review")
     audit_id: int
+
+
+# ---------------------------------------------------------------- alerts (alert_dispatcher)
+
+Handling = Literal["new", "acknowledged", "resolved"]
+Outcome = Literal["police_dispatched", "false_alarm", "technical_fault", "other"]
+Notes = Annotated[str, Field(max_length=4000)]
+
+
+class PositionView(BaseModel):
+    lat: float
+    lon: float
+    accuracy_m: float
+    ts: datetime
+
+
+class AlertView(BaseModel):
+    """One breach episode as the people handling it see it: the latest message on
+    `bw.alerts.v1` merged with acknowledgement, assignment, resolution and escalation."""
+
+    alert_id: str
+    order_id: str
+    rule: str
+    zone_id: str | None
+    protected_person_id: str | None
+    region: str
+    probation_officer_id: str
+    risk_level: RiskLevel
+    audience: Literal["all", "probation"]
+    severity: Literal["warning", "breach", "critical"]
+    certainty: Literal["certain", "possible"]
+    episode_status: Literal["open", "updated", "closed"]
+    handling: Handling
+    last_seq: int
+    episode_started_at: datetime
+    first_detected_at: datetime
+    last_detected_at: datetime
+    received_at: datetime
+    closed_at: datetime | None
+    late: bool
+    position: PositionView | None
+    distance_m: float | None
+    reason: str
+    assigned_to: str | None
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    outcome: Outcome | None
+    notes: str | None
+    escalated_at: datetime | None
+    case_owner: CaseOwnerIn | None = Field(description="who owns the case, and how to reach them")
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertView]
+    feed_id: int = Field(
+        description="the live feed's position when the list was read: stream from here "
+        "(`Last-Event-ID`) to miss nothing"
+    )
+
+
+class AcknowledgeIn(Strict):
+    notes: Notes = ""
+
+
+class AssignIn(Strict):
+    assignee: Name
+
+
+class ResolveIn(Strict):
+    outcome: Outcome
+    notes: Notes = ""
+
+
+class WebhookIn(Strict):
+    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$")
+    secret: str = Field(
+        min_length=16, max_length=200, pattern=ONE_LINE,
+        description="the HMAC-SHA256 key the receiver checks signatures with",
+    )  # fmt: skip
+    probation_officer_id: Name | None = None
+    organisation: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=ONE_LINE,
+        description="receives alerts of orders whose case owner is of this organisation",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> WebhookIn:
+        if (self.probation_officer_id is None) == (self.organisation is None):
+            raise ValueError("a webhook has exactly one of probation_officer_id or organisation")
+        return self
+
+
+class WebhookView(BaseModel):
+    id: int
+    owner_kind: Literal["officer", "organisation"]
+    owner: str
+    url: str
+    created_by: str
+    created_at: datetime
+    active: bool
+
+
+class DeadDelivery(BaseModel):
+    id: int
+    webhook_id: int
+    owner_kind: str
+    owner: str
+    url: str
+    idempotency_key: str
+    event: str
+    attempts: int
+    created_at: datetime
+    last_error: str | None
+
+
+class ReferralView(BaseModel):
+    id: int
+    order_id: str
+    region: str
+    probation_officer_id: str
+    opened_at: datetime
+    status: str
+    alert_ids: list[str]
+
+
+ReportChannel = Literal["message", "call", "sighting", "social_media", "other"]
+ReportStatus = Literal["received", "assessed", "forwarded", "closed"]
+
+
+class EvidenceItem(Strict):
+    """Metadata of one piece of evidence the victim holds (a screenshot, a call log); the
+    evidence itself stays with the victim or victim support until the prosecutor asks."""
+
+    kind: Literal["screenshot", "photo", "call_log", "message_export", "audio", "other"]
+    description: str = Field(default="", max_length=500, pattern=ONE_LINE)
+    captured_at: UtcTime | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int | None = Field(default=None, ge=0)
+
+
+class VictimReportIn(Strict):
+    order_id: Identifier
+    occurred_at: UtcTime
+    channel: ReportChannel
+    description: str = Field(min_length=1, max_length=4000)
+    evidence: list[EvidenceItem] = Field(default_factory=list, max_length=50)
+
+
+class VictimReportCreated(BaseModel):
+    report_id: str
+    status: ReportStatus
+    status_url: str = Field(description="where the victim follows the report; keep it private")
+
+
+class ReportEventView(BaseModel):
+    at: datetime
+    status: ReportStatus
+    explanation: str
+
+
+class VictimReportView(BaseModel):
+    report_id: str
+    order_id: str
+    region: str
+    probation_officer_id: str
+    occurred_at: datetime
+    channel: ReportChannel
+    description: str
+    evidence: list[EvidenceItem]
+    status: ReportStatus
+    reported_by: str
+    created_at: datetime
+    history: list[ReportEventView]
+
+
+class ReportStatusIn(Strict):
+    status: ReportStatus
+    explanation: str = Field(min_length=1, max_length=2000,
+                             description="what the victim is told about this step")  # fmt: skip
+
+
+class ReportStatusView(BaseModel):
+    """What the victim sees through the status link: the report's path, nothing more."""
+
+    report_id: str
+    channel: ReportChannel
+    occurred_at: datetime
+    status: ReportStatus
+    history: list[ReportEventView]
+
+
+class VictimToken(BaseModel):
+    token: str
+    order_id: str
+    expires_at: datetime

@@ -231,10 +231,17 @@ def serve_evaluator() -> None:
     _serve("evaluator")
 
 
+@serve_app.command("dispatcher")
+def serve_dispatcher() -> None:
+    """alert_dispatcher: the alert API and live feed, the control-room page, escalation,
+    webhooks, victim reports and dossiers."""
+    _serve("dispatcher")
+
+
 @serve_app.command("all")
 def serve_all() -> None:
     """Every service in one process, for development."""
-    _serve("ingest", "router", "evaluator")
+    _serve("ingest", "router", "evaluator", "dispatcher")
 
 
 @app.command("settings")

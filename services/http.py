@@ -1,7 +1,9 @@
 """The HTTP application: one FastAPI app whose lifespan owns the database engine, the Kafka
 producers and the background loops of the services it runs: `ingest` (order routes, the order
 outbox relay, the CJIB consumer), `router` (fix_router) and `evaluator` (breach_evaluator and
-the alert outbox relay). Every app answers /healthz, /readyz and /metrics for what it runs."""
+the alert outbox relay) and `dispatcher` (alert_dispatcher: alerts into Postgres, the alert
+API and live feed, escalation, webhooks, victim reports, dossiers, the control-room page).
+Every app answers /healthz, /readyz and /metrics for what it runs."""
 
 from __future__ import annotations
 
@@ -17,10 +19,15 @@ from sqlalchemy import text
 from schemas.api import OrderEventIn
 from services.adapters.database import make_engine, make_sessionmaker
 from services.adapters.kafka import make_producer
+from services.adapters.lifecycle import Pulse
 from services.adapters.metrics import Metrics
 from services.adapters.outbox import OutboxRelay
 from services.adapters.settings import Settings
 from services.adapters.tables import alert_outbox, order_outbox
+from services.alert_dispatcher import api as dispatcher_api
+from services.alert_dispatcher.dispatcher import AlertDispatcher
+from services.alert_dispatcher.dossier import DossierService
+from services.alert_dispatcher.service import DispatchService
 from services.breach_evaluator.evaluator import BreachEvaluator
 from services.fix_router.router import FixRouter
 from services.http_support import install_error_answers, no_unknown_query, openapi_document
@@ -28,7 +35,7 @@ from services.order_ingest import api as order_api
 from services.order_ingest.cjib_consumer import CjibConsumer
 from services.order_ingest.service import OrderService
 
-SERVICES = ("ingest", "router", "evaluator")
+SERVICES = ("ingest", "router", "evaluator", "dispatcher")
 
 
 def create_app(settings: Settings, *, services: Collection[str] = ("ingest",)) -> FastAPI:
@@ -86,6 +93,17 @@ def create_app(settings: Settings, *, services: Collection[str] = ("ingest",)) -
                 asyncio.create_task(evaluator.run(stop), name="breach-evaluator"),
                 asyncio.create_task(app.state.alert_relay.run(stop), name="alert-outbox-relay"),
             ]
+        app.state.feed_pulse = Pulse()
+        if "dispatcher" in services:
+            app.state.dispatch = DispatchService(sessions, settings.dispatch)
+            app.state.dossiers = DossierService(settings, sessions)
+            dispatcher = app.state.dispatcher = AlertDispatcher(
+                settings, app.state.dispatch, Metrics("bw_alert_dispatcher"),
+                on_commit=app.state.feed_pulse.fire,
+            )  # fmt: skip
+            app.state.metrics.append(dispatcher.metrics)
+            app.state.readiness.append(("alert_dispatcher", dispatcher.ready))
+            tasks.append(asyncio.create_task(dispatcher.run(stop), name="alert-dispatcher"))
         try:
             yield
         finally:
@@ -106,6 +124,8 @@ def create_app(settings: Settings, *, services: Collection[str] = ("ingest",)) -
     install_error_answers(app)
     if "ingest" in services:
         app.include_router(order_api.router)
+    if "dispatcher" in services:
+        app.include_router(dispatcher_api.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

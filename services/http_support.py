@@ -19,13 +19,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from schemas.api import Problem
 from services.adapters.auth import AuthError, Caller, Role, caller_from_header, require_role
 from services.adapters.settings import Settings
+from services.alert_dispatcher.policy import Refused
+from services.alert_dispatcher.service import NotFound
 from services.order_ingest.validation import InvalidOrder
 
 _DESCRIPTIONS = {
     401: "no valid bearer token",
     403: "the token's role may not do this",
     404: "not found, or not visible to the caller",
-    409: "conflicts with what is stored (stale or reused version, lifecycle)",
+    409: "conflicts with what is stored (stale or reused version, lifecycle, state)",
     413: "body larger than the configured limit",
     422: "invalid input; `field` names the part at fault",
     503: "the database is unavailable; retry (idempotent per event_id)",
@@ -118,6 +120,14 @@ def install_error_answers(app: FastAPI) -> None:
     @app.exception_handler(InvalidOrder)
     async def _invalid(request: Request, exc: InvalidOrder) -> JSONResponse:
         return _problem(422, exc.reason, exc.field)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return _problem(404, exc.detail, exc.field)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
+        return _problem(409, exc.detail, exc.field)
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.adapters.auth import Caller
+from services.adapters.auth import Actor
 from services.adapters.tables import audit_log
 
 GENESIS = "0" * 64
@@ -38,7 +38,7 @@ _HASHED = ("id", "at", "actor", "role", "region", "action", "object", "reason", 
 
 async def record(
     session: AsyncSession,
-    caller: Caller,
+    caller: Actor,
     *,
     action: str,
     object: str,

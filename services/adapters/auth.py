@@ -37,6 +37,53 @@ class Caller:
     region: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class VictimCaller:
+    """A victim holding the token handed to them for one order: they may file reports against
+    that order and nothing else. Not a role: the token carries an audience no other route
+    accepts."""
+
+    order_id: str
+    role: str = "victim"
+    region: str | None = None
+
+    @property
+    def sub(self) -> str:
+        return f"victim:{self.order_id}"
+
+
+Actor = Caller | VictimCaller
+VICTIM_AUDIENCE = "victim-report"
+
+
+def mint_victim_token(settings: Settings, *, order_id: str, ttl_s: int) -> tuple[str, int]:
+    """A token for the victim of `order_id`; returns it and its expiry (epoch seconds)."""
+    now = int(time.time())
+    claims = {
+        "sub": f"victim:{order_id}", "order_id": order_id, "aud": VICTIM_AUDIENCE,
+        "iss": settings.jwt_issuer, "iat": now, "exp": now + ttl_s,
+    }  # fmt: skip
+    return jwt.encode(
+        claims, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM
+    ), now + ttl_s
+
+
+def victim_from_header(settings: Settings, authorization: str | None) -> VictimCaller | None:
+    """The victim a bearer token names, or None when it is not a victim's token."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return None
+    try:
+        claims = jwt.decode(
+            authorization[7:].strip(), settings.jwt_secret.get_secret_value(),
+            algorithms=[ALGORITHM], issuer=settings.jwt_issuer, audience=VICTIM_AUDIENCE,
+            options={"require": ["sub", "exp", "iss", "aud"]},
+        )  # fmt: skip
+    except jwt.PyJWTError:
+        return None
+    order_id = claims.get("order_id")
+    return VictimCaller(order_id) if isinstance(order_id, str) and order_id else None
+
+
 def mint_token(
     settings: Settings, *, role: Role, sub: str, region: str | None = None, ttl_s: int = 8 * 3600
 ) -> str:

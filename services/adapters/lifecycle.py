@@ -43,3 +43,19 @@ async def run_with_restarts(
                 on_failure(exc)
             await sleep_or_stop(stop, backoff)
             backoff = min(backoff * 2, 5.0)
+
+
+class Pulse:
+    """Wakes every waiter at once when something happened (a commit that others may want to
+    read), without anyone having to clear a flag; waiters also wake on their own timeout."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout_s)

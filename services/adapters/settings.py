@@ -41,6 +41,31 @@ class RuleTimings(BaseSettings):
     )
 
 
+class DispatchSettings(BaseSettings):
+    """The alert dispatcher's timers and webhook retries."""
+
+    model_config = SettingsConfigDict(env_prefix="BW_DISPATCH_", extra="ignore")
+
+    escalate_after_s: float = Field(
+        60.0, gt=0, description="a breach nobody acknowledged this long escalates"
+    )
+    escalate_after_high_risk_s: float = Field(30.0, gt=0, description="...for a high-risk order")
+    referral_breaches: int = Field(
+        3, ge=1, description="this many breaches of one order open a victim-support referral"
+    )
+    referral_window_days: float = Field(7.0, gt=0, description="...within this many days")
+    webhook_backoff_base_s: float = Field(2.0, gt=0, description="first retry after about this")
+    webhook_backoff_cap_s: float = Field(600.0, gt=0, description="retries at most this apart")
+    webhook_retry_for_s: float = Field(
+        24 * 3600.0, gt=0, description="then the delivery is dead-lettered for an admin"
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, description="one attempt's time limit")
+    webhook_allowed_hosts: str = Field(
+        "127.0.0.1,localhost",
+        description="comma-separated hosts a webhook may point at; `*` for any",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BW_", extra="ignore")
 
@@ -60,6 +85,7 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     rules: RuleTimings = Field(default_factory=RuleTimings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
 
     def rule_config(self) -> RuleConfig:
         """The core's rules with this deployment's overrides."""

@@ -148,3 +148,157 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+# ---------------------------------------------------------------- alert dispatcher (0005)
+
+# One row per episode: the wire's latest view merged with how people handled it.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("rule", String(32), nullable=False),
+    Column("zone_id", String(64)),
+    Column("protected_person_id", String(64)),
+    Column("region", String(64), nullable=False),
+    Column("probation_officer_id", String(64), nullable=False),
+    Column("risk_level", String(8), nullable=False),
+    Column("audience", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("certainty", String(16), nullable=False),
+    Column("episode_status", String(16), nullable=False),
+    Column("handling", String(16), nullable=False, server_default="new"),
+    Column("last_seq", Integer, nullable=False),
+    Column("episode_started_at", DateTime(timezone=True), nullable=False),
+    Column("first_detected_at", DateTime(timezone=True), nullable=False),
+    Column("last_detected_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("breach_since", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("latest", JSONB, nullable=False),
+    Column("assigned_to", String(128)),
+    Column("acknowledged_by", String(128)),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("resolved_by", String(128)),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("outcome", String(32)),
+    Column("notes", Text),
+    Column("escalated_at", DateTime(timezone=True)),
+)
+
+# Every message of bw.alerts.v1 once; the primary key is the consumer's idempotency.
+alert_messages = Table(
+    "alert_messages",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("payload", JSONB, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The live feed (SSE); ids become visible in order (see services/alert_dispatcher/repository).
+alert_feed = Table(
+    "alert_feed",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("event", String(32), nullable=False),
+    Column("alert_id", String(64)),
+    Column("region", String(64), nullable=False),
+    Column("probation_officer_id", String(64), nullable=False),
+    Column("audience", String(16), nullable=False),
+    Column("supervisor", Boolean, nullable=False, server_default=text("false")),
+    Column("payload", JSONB, nullable=False),
+)
+
+alert_actions = Table(
+    "alert_actions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("alert_id", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", String(128), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", JSONB, nullable=False),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("owner_kind", String(16), nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("webhook_id", BigInteger, nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+)
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), nullable=False),
+    Column("region", String(64), nullable=False),
+    Column("probation_officer_id", String(64), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("status", String(16), nullable=False, server_default="open"),
+    Column("alert_ids", JSONB, nullable=False),
+)
+
+victim_reports = Table(
+    "victim_reports",
+    metadata,
+    Column("report_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("region", String(64), nullable=False),
+    Column("probation_officer_id", String(64), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("evidence", JSONB, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_token_hash", String(64), nullable=False),
+    Column("reported_by", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+victim_report_events = Table(
+    "victim_report_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("report_id", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("status", String(16), nullable=False),
+    Column("explanation", Text, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("role", String(32), nullable=False),
+)
+
+dossiers = Table(
+    "dossiers",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("built_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("content", JSONB, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+)

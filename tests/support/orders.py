@@ -65,6 +65,8 @@ def order_event(
     probation_officer_id: str = "po-17",
     protected_person: str = "V-1",
     subject_person: str = "P-1",
+    risk_level: str = "medium",
+    case_owner: dict[str, str] | None = None,
 ) -> wire.OrderEvent:
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
@@ -84,6 +86,8 @@ def order_event(
             "probation_officer_id": probation_officer_id,
             "contact_bans": contact_bans or [],
             "zones": zones or [],
+            "risk_level": risk_level,
+            "case_owner": case_owner,
         },
     }
     return wire.decode(wire.OrderEvent, msgspec.json.encode(raw))

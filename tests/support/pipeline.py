@@ -32,8 +32,10 @@ class Pipeline:
 
 
 @asynccontextmanager
-async def running_pipeline(settings: Settings) -> AsyncIterator[Pipeline]:
-    app = create_app(settings, services=("ingest", "router", "evaluator"))
+async def running_pipeline(
+    settings: Settings, services: tuple[str, ...] = ("ingest", "router", "evaluator")
+) -> AsyncIterator[Pipeline]:
+    app = create_app(settings, services=services)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bw") as http,
