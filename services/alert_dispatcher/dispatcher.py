@@ -13,10 +13,11 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from sqlalchemy.exc import DBAPIError
 
 from schemas import wire
 from services.adapters.database import transaction
@@ -26,10 +27,22 @@ from services.adapters.metrics import Metrics
 from services.adapters.settings import Settings
 from services.alert_dispatcher import policy
 from services.alert_dispatcher import repository as repo
-from services.alert_dispatcher.service import DispatchService
+from services.alert_dispatcher.service import DispatchService, Intake
 
 log = logging.getLogger(__name__)
 SERVICE = "alert_dispatcher"
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+# SQLSTATE classes of a statement refused for what it holds: data (22), integrity (23) and
+# syntax or access (42). Anything else (a lost connection, a shutdown, a deadlock) passes.
+_CONTENT_CLASSES = ("22", "23", "42")
+
+
+def refused_for_content(exc: DBAPIError) -> bool:
+    """True when Postgres refused the statement itself, so retrying it can never succeed."""
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return not exc.connection_invalidated and sqlstate[:2] in _CONTENT_CLASSES
 
 
 class AlertDispatcher:
@@ -79,17 +92,22 @@ class AlertDispatcher:
                 if not batch:
                     self.metrics.set("consumer_lag", consumer_lag(consumer, next_offsets))
                     continue
-                messages: list[wire.Alert] = []
+                decoded: list[tuple[Record, wire.Alert]] = []
                 for records in batch.values():
                     for record in records:
                         try:
-                            messages.append(wire.decode(wire.Alert, record.value or b""))
+                            decoded.append((record, wire.decode(wire.Alert, record.value or b"")))
                         except wire.ContractError as exc:
-                            self.metrics.inc("dead_letters_total")
-                            await dead_letter(producer, settings, record, reason=str(exc),
-                                              service=SERVICE)  # fmt: skip
+                            await self._dead_letter(producer, record, str(exc))
                 started = time.perf_counter()
-                intake = await self.service.take_in(messages, datetime.now(UTC))
+                try:
+                    intake = await self.service.take_in([m for _, m in decoded], datetime.now(UTC))
+                except DBAPIError as exc:
+                    if not refused_for_content(exc):
+                        raise
+                    # Something in the batch cannot be stored. Find it rather than retry the
+                    # batch for ever: one bad record must not stop every other alert.
+                    intake = await self._one_by_one(decoded, producer)
                 self.metrics.observe("batch_commit", time.perf_counter() - started)
                 self.metrics.inc("alert_messages_total", intake.stored)
                 self.metrics.inc("alert_messages_repeated_total", intake.repeated)
@@ -102,6 +120,26 @@ class AlertDispatcher:
             self.ready.clear()
             await consumer.stop()
             await producer.stop()
+
+    async def _one_by_one(
+        self, decoded: list[tuple[Record, wire.Alert]], producer: AIOKafkaProducer
+    ) -> Intake:
+        stored = repeated = 0
+        for record, message in decoded:
+            try:
+                one = await self.service.take_in([message], datetime.now(UTC))
+            except DBAPIError as exc:
+                if not refused_for_content(exc):
+                    raise
+                await self._dead_letter(producer, record, f"cannot be stored: {exc.orig!r}"[:500])
+                continue
+            stored += one.stored
+            repeated += one.repeated
+        return Intake(stored, repeated)
+
+    async def _dead_letter(self, producer: AIOKafkaProducer, record: Record, reason: str) -> None:
+        self.metrics.inc("dead_letters_total")
+        await dead_letter(producer, self.settings, record, reason=reason, service=SERVICE)
 
     # ------------------------------------------------------------ escalation
 

@@ -178,7 +178,7 @@ async def open_referral(session: AsyncSession, values: dict[str, Any]) -> int | 
     result = await session.execute(
         insert(referrals).values(**values)
         .on_conflict_do_nothing(index_elements=[referrals.c.order_id],
-                                index_where=referrals.c.status == "open")
+                                index_where=text("status = 'open'"))
         .returning(referrals.c.id)
     )  # fmt: skip
     opened: int | None = result.scalar_one_or_none()

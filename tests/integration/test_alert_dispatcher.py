@@ -4,6 +4,8 @@ alert API and its audit, escalation, referrals, victim reports."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -12,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from schemas import wire
 from services.adapters.settings import Settings
 from services.adapters.tables import alert_messages, audit_log, webhook_deliveries
 from services.http import create_app
@@ -297,3 +300,26 @@ async def test_victim_report_notifies_the_probation_officers_webhook(
     finally:
         await engine.dispose()
     assert keys == [(f"report:{filed.json()['report_id']}:received", "victim_report")]
+
+
+async def test_a_message_postgres_cannot_store_is_dead_lettered_and_its_batch_still_lands(
+    desk: httpx.AsyncClient, dispatch_settings: Settings
+) -> None:
+    """A well-formed alert that the database refuses (a NUL in a name: Postgres text cannot
+    hold it) must not block the alerts around it, nor be retried for ever."""
+    s = dispatch_settings
+    order_id = await order_for_alerts(desk, s)
+    before, after = alert(order_id, rule="location_ban"), alert(order_id, rule="area_ban")
+    poisoned = alert(order_id, rule="contact_ban")
+    raw = wire.encode(poisoned).replace(b'"region":"midden-nederland"', b'"region":"mid\\u0000"')
+    assert raw != wire.encode(poisoned)
+    await produce(s, [before, raw, after])
+    alerts = await listed(desk, s, order_id, until=lambda a: len(a) == 2)
+    assert {a["alert_id"] for a in alerts} == {before.alert_id, after.alert_id}
+
+    async def dead() -> list[dict[str, object]]:
+        letters = [json.loads(v) for v in await topic_values(s, s.topic("dlq.v1"))]
+        return [x for x in letters if base64.b64decode(str(x["raw_b64"])) == raw]
+
+    (letter,) = await wait_for(dead)
+    assert str(letter["reason"]).startswith("cannot be stored")
