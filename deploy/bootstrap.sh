@@ -10,8 +10,10 @@ command -v java >/dev/null 2>&1 || want+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || want+=(maven)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql postgresql-contrib)
 command -v runuser >/dev/null 2>&1 || want+=(util-linux)
-if [ "${BW_WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
-  want+=(chromium)
+if [ "${BW_WITH_BROWSER:-0}" = 1 ]; then
+  # Debian's browser and its matching driver: the browser tests never download one.
+  command -v chromium >/dev/null 2>&1 || want+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || want+=(chromium-driver)
 fi
 if [ "${#want[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

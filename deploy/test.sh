@@ -3,7 +3,7 @@
 # PostgreSQL. Infrastructure it started itself it stops again at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash deploy/bootstrap.sh
+BW_WITH_BROWSER=1 bash deploy/bootstrap.sh
 bw=.venv/bin/breachwatch
 
 started_infra=0

@@ -11,6 +11,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import numpy
 import shapely
 
 _DATA = resources.files("geo") / "data" / "gemeenten_2023.geojson"
@@ -52,6 +53,9 @@ def simplified_collection(tolerance_deg: float = 0.002) -> dict[str, Any]:
         features.append({
             "type": "Feature",
             "properties": {"code": code, "name": feature["properties"]["name"]},
-            "geometry": shapely.geometry.mapping(shapely.set_precision(shape, 1e-5)),
+            # rounded to ~1 m for size; drawn only, never used for a decision
+            "geometry": shapely.geometry.mapping(
+                shapely.transform(shape, lambda xy: numpy.round(xy, 5))
+            ),
         })  # fmt: skip
     return {"type": "FeatureCollection", "features": features}
