@@ -84,7 +84,8 @@ async def test_an_alert_on_kafka_appears_on_the_page_and_is_acknowledged_there(
                 == "acknowledged", 5,
             )  # fmt: skip
             assert updated is not None, "the page did not show the acknowledgement"
-            console = [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
+            logged = page.get_log("browser")  # type: ignore[no-untyped-call]
+            console = [e for e in logged if e["level"] == "SEVERE"]
             assert not console, f"errors in the page: {console}"
             fetched = page.execute_script(
                 "return performance.getEntriesByType('resource').map(e => e.name)"
