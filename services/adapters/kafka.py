@@ -88,11 +88,15 @@ async def _wait_for_topics(admin: AIOKafkaAdminClient, names: Sequence[str]) -> 
     raise RuntimeError(f"topics not visible after creation: {sorted(names)}")
 
 
-async def partition_counts(settings: Settings) -> dict[str, int]:
+async def partition_counts(
+    settings: Settings, topics: Sequence[str] | None = None
+) -> dict[str, int]:
+    """Partitions of `topics` (default: every topic of the catalogue), from the broker."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        described = await admin.describe_topics([spec.name for spec in topic_catalogue(settings)])
+        names = list(topics) if topics is not None else [s.name for s in topic_catalogue(settings)]
+        described = await admin.describe_topics(names)
         return {topic["topic"]: len(topic["partitions"]) for topic in described}
     finally:
         await admin.close()

@@ -51,10 +51,11 @@ class DossierService:
             alert = await repo.get_alert(session, caller, alert_id)
             await audit.record(session, caller, action="read_dossier", object=alert_id,
                                reason=reason)  # fmt: skip
-            if alert is None:
-                raise NotFound("alert_id", "no such alert")
-            frozen = await repo.frozen_dossier(session, alert_id)
-            actions = [_action(a) for a in await repo.actions_of(session, alert_id)]
+            if alert is not None:
+                frozen = await repo.frozen_dossier(session, alert_id)
+                actions = [_action(a) for a in await repo.actions_of(session, alert_id)]
+        if alert is None:  # after the commit: a refused read is audited too
+            raise NotFound("alert_id", "no such alert")
         if frozen is not None:
             evidence, digest = frozen["content"], frozen["content_hash"]
         else:
@@ -146,9 +147,9 @@ class DossierService:
             alert = await repo.get_alert(session, caller, alert_id)
             await audit.record(session, caller, action="read_alert_map", object=alert_id,
                                reason=reason)  # fmt: skip
-            if alert is None:
-                raise NotFound("alert_id", "no such alert")
-            order = await repo.order_row(session, alert["order_id"])
+            order = None if alert is None else await repo.order_row(session, alert["order_id"])
+        if alert is None:  # after the commit: a refused read is audited too
+            raise NotFound("alert_id", "no such alert")
         body = None if order is None else order["body"]
         end = alert["last_detected_at"]
         found = await self._signals(alert["order_id"], end - TRACK, end + timedelta(minutes=1))

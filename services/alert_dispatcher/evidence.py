@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import wire
-from services.adapters.kafka import make_consumer
+from services.adapters.kafka import make_consumer, partition_counts
 from services.adapters.settings import Settings
 
 _partitioner = DefaultPartitioner()
@@ -41,13 +41,13 @@ async def signals_of_order(
 ) -> Evidence:
     """The signals of `order_id` whose event time lies in [start, end], in log order."""
     topic = settings.topic("order-signals.v1")
+    count = (await partition_counts(settings, [topic])).get(topic, 0)
+    if not count:
+        return Evidence([], 0, False)
+    partitions = list(range(count))
     consumer = make_consumer(settings, group_id=None, client_id="bw-dossier-evidence")
     await consumer.start()
     try:
-        await consumer.topics()  # loads the cluster metadata, partition counts with it
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        if not partitions:
-            return Evidence([], 0, True)
         tp = TopicPartition(topic, _partitioner(order_id.encode(), partitions, partitions))
         consumer.assign([tp])
         first = await consumer.offsets_for_times({tp: int((start - LOG_MARGIN).timestamp() * 1000)})

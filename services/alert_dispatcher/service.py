@@ -406,9 +406,10 @@ class DispatchService:
             row = await repo.get_report(session, caller, report_id)
             await audit.record(session, caller, action="read_victim_report",
                                object=f"report:{report_id}", reason=reason)  # fmt: skip
-            if row is None:
-                raise NotFound("report_id", "no such report")
-            return await self._report_view(session, row)
+            view = None if row is None else await self._report_view(session, row)
+        if view is None:  # after the commit: a refused read is audited too
+            raise NotFound("report_id", "no such report")
+        return view
 
     async def set_report_status(
         self, caller: Caller, report_id: str, body: api.ReportStatusIn
@@ -459,7 +460,7 @@ class DispatchService:
         async with transaction(self.sessions) as session:
             order = await repo.order_for_report(session, caller, order_id)
             await audit.record(session, caller, action="mint_victim_token", object=order_id)
-        if order is None:
+        if order is None:  # after the commit: a refused attempt is audited too
             raise NotFound("order_id", "no such order")
         return order
 
