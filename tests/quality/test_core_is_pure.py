@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.quality.purity import BANNED_MODULES, violations
+from tests.quality.purity import BANNED_MODULES, violations, violations_in_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE_PACKAGES = [ROOT / "geo", ROOT / "services" / "core"]
@@ -20,6 +20,13 @@ def test_core_and_geo_source_have_no_io() -> None:
         v for pkg in PURE_PACKAGES for v in violations(pkg, packaged_data_readers=DATA_READERS)
     ]
     assert not found, "I/O in the pure core:\n" + "\n".join(map(str, found))
+
+
+def test_the_dispatchers_decisions_are_pure_too() -> None:
+    """Escalation, referral, retry and state-machine decisions take time as an argument."""
+    policy = ROOT / "services" / "alert_dispatcher" / "policy.py"
+    found = violations_in_file(policy)
+    assert not found, "I/O in the dispatcher's policy:\n" + "\n".join(map(str, found))
 
 
 def test_the_check_catches_a_violation(tmp_path: Path) -> None:
