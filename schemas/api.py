@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -192,9 +193,33 @@ class LookupResult(BaseModel):
 
 # ---------------------------------------------------------------- alerts (alert_dispatcher)
 
+
+def _storable(value: str) -> str:
+    """Free text goes into Postgres and the audit log: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode text") from None
+    return value
+
+
+def _http_url(value: str) -> str:
+    try:
+        parts = urlsplit(_storable(value))
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError("must be an http or https URL with a host")
+    return value
+
+
 Handling = Literal["new", "acknowledged", "resolved"]
 Outcome = Literal["police_dispatched", "false_alarm", "technical_fault", "other"]
-Notes = Annotated[str, Field(max_length=4000)]
+FreeText = Annotated[str, AfterValidator(_storable)]
+Notes = Annotated[FreeText, Field(max_length=4000)]
 
 
 class PositionView(BaseModel):
@@ -264,7 +289,9 @@ class ResolveIn(Strict):
 
 
 class WebhookIn(Strict):
-    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$")
+    url: Annotated[str, AfterValidator(_http_url)] = Field(
+        min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$"
+    )
     secret: str = Field(
         min_length=16, max_length=200, pattern=ONE_LINE,
         description="the HMAC-SHA256 key the receiver checks signatures with",
@@ -334,7 +361,7 @@ class VictimReportIn(Strict):
     order_id: Identifier
     occurred_at: UtcTime
     channel: ReportChannel
-    description: str = Field(min_length=1, max_length=4000)
+    description: FreeText = Field(min_length=1, max_length=4000)
     evidence: list[EvidenceItem] = Field(default_factory=list, max_length=50)
 
 
@@ -367,7 +394,7 @@ class VictimReportView(BaseModel):
 
 class ReportStatusIn(Strict):
     status: ReportStatus
-    explanation: str = Field(min_length=1, max_length=2000,
+    explanation: FreeText = Field(min_length=1, max_length=2000,
                              description="what the victim is told about this step")  # fmt: skip
 
 

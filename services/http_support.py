@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.api import Problem
 from services.adapters.auth import AuthError, Caller, Role, caller_from_header, require_role
@@ -134,6 +135,14 @@ def install_error_answers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = [str(part) for part in first.get("loc", ()) if part not in ("query", "path", "body")]
         return _problem(422, str(first.get("msg")), ".".join(loc) or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body it cannot read (not UTF-8, not JSON) with a bare 400; it is
+        # invalid input like any other, so the usual 422 naming the body.
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            return _problem(422, "the body is not valid JSON", "body")
+        return _problem(exc.status_code, str(exc.detail), None, **(exc.headers or {}))
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
