@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from schemas import wire
+from services.adapters.auth import Caller
 from services.adapters.settings import Settings
 from services.adapters.tables import alert_messages, audit_log, webhook_deliveries
 from services.http import create_app
@@ -36,12 +38,16 @@ def dispatch_settings(migrated: Settings) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def desk(dispatch_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def desk_app(dispatch_settings: Settings) -> AsyncIterator[FastAPI]:
     app = create_app(dispatch_settings, services=("ingest", "dispatcher"))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bw") as http,
-    ):
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture(scope="module")
+async def desk(desk_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=desk_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bw") as http:
 
         async def ready() -> bool:
             return (await http.get("/readyz")).status_code == 200
@@ -156,11 +162,15 @@ async def test_acknowledge_assign_resolve_are_scoped_audited_and_final(
 
 
 async def test_an_unacknowledged_breach_escalates_and_an_acknowledged_one_does_not(
-    desk: httpx.AsyncClient, dispatch_settings: Settings
+    desk: httpx.AsyncClient, desk_app: FastAPI, dispatch_settings: Settings
 ) -> None:
     s = dispatch_settings
-    order_id = await order_for_alerts(desk, s, risk_level="high")
-    ignored, seen = alert(order_id, rule="location_ban"), alert(order_id, rule="area_ban")
+    officer = f"po-esc-{time.time_ns() % 10**9}"
+    order_id = await order_for_alerts(desk, s, risk_level="high", officer=officer)
+    receiver = {"url": "http://127.0.0.1:9/x", "secret": "s" * 20, "probation_officer_id": officer}
+    hook = await desk.post("/v1/webhooks", headers=auth(s, "probation", officer), json=receiver)
+    ignored = alert(order_id, rule="location_ban", officer=officer)
+    seen = alert(order_id, rule="area_ban", officer=officer)
     await produce(s, [ignored, seen])
     await listed(desk, s, order_id, until=lambda a: len(a) == 2)
     took = await desk.post(f"/v1/alerts/{seen.alert_id}/acknowledge", json={},
@@ -177,6 +187,25 @@ async def test_an_unacknowledged_breach_escalates_and_an_acknowledged_one_does_n
     await asyncio.sleep(1.0)  # the timer runs every second: the acknowledged one stays put
     again = await listed(desk, s, order_id)
     assert {a["alert_id"]: a["escalated_at"] for a in again}[seen.alert_id] is None
+
+    # on the supervisor feed (what `/v1/alerts/stream?supervisor=true` serves), and only it
+    supervisor = await desk_app.state.dispatch.feed(
+        Caller("op-1", "operator", REGION), 0, region=None, supervisor=True
+    )
+    mine = [(event, p["alert_id"]) for _, event, p in supervisor if p.get("order_id") == order_id]
+    assert mine == [("escalation", ignored.alert_id)]
+    # and the officer is notified again, under a key of its own
+    engine = create_async_engine(s.database_url)
+    try:
+        async with engine.connect() as conn:
+            keys = set((await conn.execute(
+                select(webhook_deliveries.c.idempotency_key).where(
+                    webhook_deliveries.c.webhook_id == hook.json()["id"])
+            )).scalars())  # fmt: skip
+    finally:
+        await engine.dispose()
+    assert keys == {f"{ignored.alert_id}:0", f"{seen.alert_id}:0",
+                    f"{ignored.alert_id}:0:escalated"}  # fmt: skip
 
 
 async def test_three_breaches_in_a_week_open_one_referral_for_the_regions_victim_support(
