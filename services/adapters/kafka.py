@@ -175,3 +175,45 @@ def consumer_lag(consumer: AIOKafkaConsumer, next_offsets: dict[TopicPartition, 
         if highwater is not None:
             lag += max(0, highwater - position)
     return lag
+
+
+class ConsumerStalled(RuntimeError):
+    """Records wait on the broker but the consumer has not moved: restart its client."""
+
+
+class StallWatch:
+    """Notices a consumer that has stopped fetching while records wait for it.
+
+    aiokafka can lose its connection to a broker that restarted and never make a new one: its
+    fetcher logs `NodeNotReadyError` for ever, `getmany` returns nothing, and no exception
+    reaches the service (aio-libs/aiokafka#703, #1133; seen here once in a broker-crash test).
+    Between empty fetches the service calls `idle()`; every `probe_s` it asks the broker for the
+    end offsets of the assigned partitions (a fresh request, which fails loudly when the
+    connection is gone) and compares them with the consumer's positions. Behind for longer
+    than `after_s` without a record: `ConsumerStalled`, and the service's restart loop builds a
+    new client. `moved()` after every non-empty fetch.
+    """
+
+    def __init__(self, *, after_s: float = 20.0, probe_s: float = 5.0) -> None:
+        self.after_s, self.probe_s = after_s, probe_s
+        self._moved = self._probed = asyncio.get_running_loop().time()
+
+    def moved(self) -> None:
+        self._moved = asyncio.get_running_loop().time()
+
+    async def idle(self, consumer: AIOKafkaConsumer) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._probed < self.probe_s:
+            return
+        self._probed = now
+        assigned = sorted(consumer.assignment())
+        if not assigned:
+            self._moved = now  # nothing to read is not a stall
+            return
+        ends = await asyncio.wait_for(consumer.end_offsets(assigned), timeout=10)
+        positions = [await asyncio.wait_for(consumer.position(tp), timeout=10) for tp in assigned]
+        if all(ends[tp] <= position for tp, position in zip(assigned, positions, strict=True)):
+            self._moved = now  # caught up: quiet, not stalled
+        elif now - self._moved > self.after_s:
+            raise ConsumerStalled(f"behind on {len(assigned)} partitions, no record for "
+                                  f"{now - self._moved:.0f} s")  # fmt: skip

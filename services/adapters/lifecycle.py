@@ -12,6 +12,15 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 
+def really_cancelled() -> bool:
+    """Whether the running task itself is being cancelled. aiokafka cancels its own futures
+    when a broker connection dies, and the CancelledError can surface in the awaiting service
+    although nobody cancelled it; taken for a cancellation, it ended the service silently
+    (fix_router and the evaluator both stopped for good after a broker crash)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 def wall_clock() -> float:
     """Epoch seconds: the `now` handed to the core (which never reads a clock itself)."""
     return time.time()
@@ -35,9 +44,9 @@ async def run_with_restarts(
         try:
             await body()
             return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and really_cancelled():
+                raise
             log.warning("%s: %s; restarting in %.1fs", name, type(exc).__name__, backoff)
             if on_failure is not None:
                 on_failure(exc)

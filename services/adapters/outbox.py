@@ -18,7 +18,7 @@ from sqlalchemy import Table, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.adapters.database import transaction
-from services.adapters.lifecycle import sleep_or_stop
+from services.adapters.lifecycle import really_cancelled, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,9 @@ class OutboxRelay:
             try:
                 published = await self.publish_once()
                 backoff = 0.1
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and really_cancelled():
+                    raise
                 log.warning(
                     "outbox relay for %s: %s; retrying", self._topic, exc.__class__.__name__
                 )

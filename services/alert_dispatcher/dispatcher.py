@@ -21,7 +21,13 @@ from sqlalchemy.exc import DBAPIError
 
 from schemas import wire
 from services.adapters.database import transaction
-from services.adapters.kafka import consumer_lag, dead_letter, make_consumer, make_producer
+from services.adapters.kafka import (
+    StallWatch,
+    consumer_lag,
+    dead_letter,
+    make_consumer,
+    make_producer,
+)
 from services.adapters.lifecycle import run_with_restarts, sleep_or_stop
 from services.adapters.metrics import Metrics
 from services.adapters.settings import Settings
@@ -86,12 +92,15 @@ class AlertDispatcher:
         await consumer.start()
         self.ready.set()
         next_offsets: dict[TopicPartition, int] = {}
+        watch = StallWatch()
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200)
                 if not batch:
                     self.metrics.set("consumer_lag", consumer_lag(consumer, next_offsets))
+                    await watch.idle(consumer)
                     continue
+                watch.moved()
                 decoded: list[tuple[Record, wire.Alert]] = []
                 for records in batch.values():
                     for record in records:

@@ -29,7 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from geo.shapes import ZoneGeometryError
 from schemas import wire
-from services.adapters.kafka import consumer_lag, dead_letter, make_consumer, make_producer
+from services.adapters.kafka import (
+    StallWatch,
+    consumer_lag,
+    dead_letter,
+    make_consumer,
+    make_producer,
+)
 from services.adapters.lifecycle import run_with_restarts, wall_clock
 from services.adapters.metrics import Metrics
 from services.adapters.settings import Settings
@@ -151,9 +157,14 @@ class BreachEvaluator:
             await consumer.start()
             self.ready.set()
             committing: asyncio.Task[None] | None = None
+            watch = StallWatch()
             try:
                 while not stop.is_set():
                     fetched = await consumer.getmany(timeout_ms=20, max_records=10_000)
+                    if fetched:
+                        watch.moved()
+                    else:
+                        await watch.idle(consumer)
                     async with self.lock:
                         await self._process(fetched, producer, consumer)
                         self.metrics.set("consumer_lag", consumer_lag(consumer, {

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from schemas import wire
-from services.adapters.kafka import consumer_lag, dead_letter, make_consumer, make_producer
+from services.adapters.kafka import (
+    StallWatch,
+    consumer_lag,
+    dead_letter,
+    make_consumer,
+    make_producer,
+)
 from services.adapters.lifecycle import run_with_restarts
 from services.adapters.metrics import Metrics
 from services.adapters.settings import Settings
@@ -125,12 +131,19 @@ class FixRouter:
             await self._catch_up_orders(orders)
             self.ready.set()
             await inputs.start()
-            follower = asyncio.create_task(self._follow_orders(orders, stop))
+            # Either loop failing (a stalled client, a broker gone) restarts the router whole.
+            loops = {
+                asyncio.create_task(self._follow_orders(orders, stop)),
+                asyncio.create_task(self._route_until(stop, inputs, producer)),
+            }
             try:
-                await self._route_until(stop, inputs, producer)
+                done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    finished.result()
             finally:
-                follower.cancel()
-                await asyncio.gather(follower, return_exceptions=True)
+                for loop in loops:
+                    loop.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
                 await inputs.stop()
         finally:
             self.ready.clear()
@@ -147,8 +160,14 @@ class FixRouter:
             self._apply_orders(await orders.getmany(timeout_ms=200))
 
     async def _follow_orders(self, orders: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        watch = StallWatch()
         while not stop.is_set():
-            self._apply_orders(await orders.getmany(timeout_ms=200))
+            batch = await orders.getmany(timeout_ms=200)
+            if batch:
+                watch.moved()
+            else:
+                await watch.idle(orders)
+            self._apply_orders(batch)
 
     def _apply_orders(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -172,11 +191,14 @@ class FixRouter:
         signals_topic = settings.topic("order-signals.v1")
         next_offsets: dict[TopicPartition, int] = {}
         committing: asyncio.Task[None] | None = None
+        watch = StallWatch()
         while not stop.is_set():
             batch = await inputs.getmany(timeout_ms=100, max_records=5000)
             if not batch:
                 self.metrics.set("consumer_lag", consumer_lag(inputs, next_offsets))
+                await watch.idle(inputs)
                 continue
+            watch.moved()
             acks = []
             routed = 0
             for records in batch.values():

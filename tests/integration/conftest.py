@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from deploy.scratch import delete_topics
 from services.adapters.database import migrate
 from services.adapters.kafka import create_topics
 from services.adapters.settings import Settings
@@ -14,10 +15,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
-async def topics(settings: Settings) -> Settings:
-    """This run's topics, created on the real broker."""
+async def topics(settings: Settings) -> AsyncIterator[Settings]:
+    """This run's topics, created on the real broker and deleted after the run."""
     await create_topics(settings)
-    return settings
+    yield settings
+    await delete_topics(settings)
 
 
 @pytest.fixture(scope="session")

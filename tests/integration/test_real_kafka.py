@@ -11,7 +11,13 @@ from aiokafka import TopicPartition
 
 from deploy.scratch import scratch_topics
 from schemas import wire
-from services.adapters.kafka import make_consumer, make_producer, partition_counts
+from services.adapters.kafka import (
+    ConsumerStalled,
+    StallWatch,
+    make_consumer,
+    make_producer,
+    partition_counts,
+)
 from services.adapters.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -103,3 +109,41 @@ async def test_topics_exist_with_joined_partition_counts(topics: Settings) -> No
     counts = await partition_counts(topics)
     assert counts[topics.topic("protection-orders.v1")] == topics.partitions
     assert counts[topics.topic("order-signals.v1")] == counts[topics.topic("protection-orders.v1")]
+
+
+async def test_a_consumer_that_stops_fetching_while_records_wait_is_called_stalled(
+    topics: Settings,
+) -> None:
+    """The watchdog for aiokafka's silent stalls: behind and not moving is a stall; caught up
+    and quiet is not; moving again resets it."""
+    topic = topics.topic("dlq.v1")  # any topic of this run; nothing here reads it as a DLQ
+    producer = make_producer(topics, client_id="test-stall")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"waiting", partition=0)
+    finally:
+        await producer.stop()
+    consumer = make_consumer(topics, group_id=None, client_id="test-stall")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, end)  # caught up: however long it is quiet, no stall
+        quiet = StallWatch(after_s=0.3, probe_s=0.05)
+        for _ in range(10):
+            await quiet.idle(consumer)
+            await asyncio.sleep(0.06)
+
+        consumer.seek(tp, end - 1)  # a record waits, and this consumer never fetches it
+        stuck = StallWatch(after_s=0.3, probe_s=0.05)
+        await asyncio.sleep(0.06)
+        await stuck.idle(consumer)  # behind, but not for long yet
+        stuck.moved()  # a record arrived: the clock starts again
+        await asyncio.sleep(0.2)
+        await stuck.idle(consumer)  # 0.2 s since it moved: still within the limit
+        await asyncio.sleep(0.2)
+        with pytest.raises(ConsumerStalled):
+            await stuck.idle(consumer)
+    finally:
+        await consumer.stop()

@@ -208,7 +208,16 @@ async def run_router_and_evaluator(
                 busy = evaluated < router.metrics.counters["signals_total"]
                 return routed + dead >= len(positions) and not busy and not await _unpublished(app)
 
-            assert await wait_for(drained, timeout_s=180), "the pipeline did not drain"
+            drained_in_time = await wait_for(drained, timeout_s=180)
+            assert drained_in_time, (
+                "the pipeline did not drain: "
+                f"routed {router.metrics.counters['records_total']:.0f} of {len(positions)}, "
+                f"signals {router.metrics.counters['signals_total']:.0f} routed, "
+                f"{evaluator.metrics.counters['signals_total']:.0f} evaluated, "
+                f"{await _unpublished(app)} alerts unpublished, restarts: router "
+                f"{router.metrics.counters['restarts_total']:.0f}, evaluator "
+                f"{evaluator.metrics.counters['restarts_total']:.0f}"
+            )
             restarts = sum(
                 int(service.metrics.counters["restarts_total"]) for service in (router, evaluator)
             )
