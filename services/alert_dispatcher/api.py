@@ -12,12 +12,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from schemas import api
 from schemas.wire import ONE_LINE
 from services.adapters.auth import (
     Actor,
-    AuthError,
     Caller,
     Role,
     caller_from_header,
@@ -26,7 +26,7 @@ from services.adapters.auth import (
     victim_from_header,
 )
 from services.alert_dispatcher.dossier import DossierService, render_html
-from services.alert_dispatcher.service import DispatchService
+from services.alert_dispatcher.service import Action, DispatchService
 from services.http_support import CallerWith, problem_responses
 
 router = APIRouter()
@@ -152,15 +152,22 @@ async def read_alert(
     return await service.read_alert(caller, alert_id, reason)
 
 
+async def _act(
+    request: Request, service: DispatchService, caller: Caller, alert_id: str, action: Action,
+    body: BaseModel,
+) -> api.AlertView:  # fmt: skip
+    view = await service.act(caller, alert_id, action, body.model_dump())
+    request.app.state.feed_pulse.fire()  # streams in this process show it at once
+    return view
+
+
 @router.post("/v1/alerts/{alert_id}/acknowledge", tags=["alerts"], response_model=api.AlertView,
              responses=problem_responses(401, 403, 404, 409, 422, 503))  # fmt: skip
 async def acknowledge(
     alert_id: AlertId, body: api.AcknowledgeIn, caller: Watcher, service: Service, request: Request
 ) -> Any:
     """Someone has seen it and is on it: stops its escalation."""
-    view = await service.act(caller, alert_id, "acknowledge", body.model_dump())
-    request.app.state.feed_pulse.fire()
-    return view
+    return await _act(request, service, caller, alert_id, "acknowledge", body)
 
 
 @router.post("/v1/alerts/{alert_id}/assign", tags=["alerts"], response_model=api.AlertView,
@@ -169,9 +176,7 @@ async def assign(
     alert_id: AlertId, body: api.AssignIn, caller: Watcher, service: Service, request: Request
 ) -> Any:
     """Hand the alert to a named person (acknowledging it)."""
-    view = await service.act(caller, alert_id, "assign", body.model_dump())
-    request.app.state.feed_pulse.fire()
-    return view
+    return await _act(request, service, caller, alert_id, "assign", body)
 
 
 @router.post("/v1/alerts/{alert_id}/resolve", tags=["alerts"], response_model=api.AlertView,
@@ -180,9 +185,7 @@ async def resolve(
     alert_id: AlertId, body: api.ResolveIn, caller: Watcher, service: Service, request: Request
 ) -> Any:
     """Close the handling with an outcome and notes."""
-    view = await service.act(caller, alert_id, "resolve", body.model_dump())
-    request.app.state.feed_pulse.fire()
-    return view
+    return await _act(request, service, caller, alert_id, "resolve", body)
 
 
 @router.get("/v1/alerts/{alert_id}/dossier", tags=["dossier"],
@@ -364,6 +367,3 @@ async def control_room() -> HTMLResponse:
         "style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'",
         "Cache-Control": "no-store",
     })  # fmt: skip
-
-
-__all__ = ["AuthError", "router"]

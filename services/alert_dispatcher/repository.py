@@ -34,46 +34,46 @@ _FEED_LOCK = 0x6277_6665_6564  # "bwfeed": feed ids are taken and committed one 
 # ---------------------------------------------------------------- scoping
 
 
-def alerts_visible_to(caller: Caller) -> ColumnElement[bool]:
-    """Operators see their region's alerts meant for the control room; probation officers see
-    every alert of their own cases (battery warnings are for them only); admins see all."""
+def _scoped(
+    caller: Caller,
+    regional_role: str,
+    region: ColumnElement[str],
+    officer: ColumnElement[str],
+    audience: ColumnElement[str] | None = None,
+) -> ColumnElement[bool]:
+    """Admins see all; the regional role (`operator` or `victim-support`) its own region
+    (and, where rows have an audience, only those meant for everyone); probation officers the
+    rows of their own cases; anyone else nothing."""
     if caller.role == "admin":
         return true()
-    if caller.role == "operator":
-        return and_(alerts.c.region == (caller.region or ""), alerts.c.audience == "all")
+    if caller.role == regional_role:
+        own = region == (caller.region or "")
+        return own if audience is None else and_(own, audience == "all")
     if caller.role == "probation":
-        return alerts.c.probation_officer_id == caller.sub
+        return officer == caller.sub
     return false()
+
+
+def alerts_visible_to(caller: Caller) -> ColumnElement[bool]:
+    """Operators: their region's alerts meant for the control room; probation officers: every
+    alert of their own cases (battery warnings are for them only)."""
+    c = alerts.c
+    return _scoped(caller, "operator", c.region, c.probation_officer_id, c.audience)
 
 
 def feed_visible_to(caller: Caller) -> ColumnElement[bool]:
-    if caller.role == "admin":
-        return true()
-    if caller.role == "operator":
-        return and_(alert_feed.c.region == (caller.region or ""), alert_feed.c.audience == "all")
-    if caller.role == "probation":
-        return alert_feed.c.probation_officer_id == caller.sub
-    return false()
+    c = alert_feed.c
+    return _scoped(caller, "operator", c.region, c.probation_officer_id, c.audience)
 
 
 def reports_visible_to(caller: Caller) -> ColumnElement[bool]:
-    if caller.role == "admin":
-        return true()
-    if caller.role == "victim-support":
-        return victim_reports.c.region == (caller.region or "")
-    if caller.role == "probation":
-        return victim_reports.c.probation_officer_id == caller.sub
-    return false()
+    c = victim_reports.c
+    return _scoped(caller, "victim-support", c.region, c.probation_officer_id)
 
 
 def referrals_visible_to(caller: Caller) -> ColumnElement[bool]:
-    if caller.role == "admin":
-        return true()
-    if caller.role == "victim-support":
-        return referrals.c.region == (caller.region or "")
-    if caller.role == "probation":
-        return referrals.c.probation_officer_id == caller.sub
-    return false()
+    c = referrals.c
+    return _scoped(caller, "victim-support", c.region, c.probation_officer_id)
 
 
 def orders_for_reports(caller: Caller) -> ColumnElement[bool]:
