@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -242,6 +243,41 @@ def serve_dispatcher() -> None:
 def serve_all() -> None:
     """Every service in one process, for development."""
     _serve("ingest", "router", "evaluator", "dispatcher")
+
+
+@app.command("simulate")
+def simulate(
+    devices: Annotated[int, typer.Option(min=1, help="ankle monitors (one order each)")] = 14,
+    rate: Annotated[float, typer.Option(min=0.1, help="fixes/s over all monitors")] = 2.0,
+    seconds: Annotated[float, typer.Option(min=10, help="how long the script runs")] = 600.0,
+    seed: Annotated[int, typer.Option(help="the same seed gives the same run")] = 1,
+    lead_s: Annotated[float, typer.Option(min=0, help="orders first, fixes this much later")] = 5.0,
+) -> None:
+    """Drive ankle monitors (and victims' devices) through real Dutch municipalities onto
+    Kafka: orders onto the CJIB topic, then positions and device events in real time, each
+    monitor scripted to breach one rule (location ban, area ban, contact ban, presence
+    obligation, signal lost, tamper, low battery) at a known time."""
+    import time as clock
+
+    from simulator.drive import drive
+    from simulator.script import plan
+
+    settings = Settings()
+    interval_s = max(0.5, devices / rate)
+    start = clock.time() + lead_s
+    scripted = plan(devices, seed=seed, start=start, duration_s=seconds, interval_s=interval_s,
+                    tag=f"{int(start) % 1_000_000:06d}-")  # fmt: skip
+    typer.echo(f"simulating {devices} monitors for {seconds:.0f} s, a fix every "
+               f"{interval_s:.1f} s each, onto {settings.kafka_bootstrap}", err=True)  # fmt: skip
+    summary = asyncio.run(
+        drive(settings, scripted, progress=lambda line: typer.echo(line, err=True))
+    )
+    for line in summary.lines():
+        typer.echo(line)
+    rules = Counter(e.rule for e in scripted.expected)
+    typer.echo(
+        "scripted breaches: " + ", ".join(f"{rule} x{n}" for rule, n in sorted(rules.items()))
+    )
 
 
 @app.command("settings")

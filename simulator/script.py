@@ -92,7 +92,9 @@ def _centre(code: str) -> tuple[float, float]:
 class _Case:
     """One order and its devices, placed `offset` metres from a municipality's inner point."""
 
-    def __init__(self, n: int, rule: Rule, rng: random.Random, start: float, interval_s: float):
+    def __init__(
+        self, n: int, rule: Rule, rng: random.Random, start: float, interval_s: float, tag: str
+    ):
         self.n, self.rule, self.rng, self.start, self.interval_s = n, rule, rng, start, interval_s
         self.region, self.code = PLACES[n % len(PLACES)]
         lat0, lon0 = _centre(self.code)
@@ -106,9 +108,9 @@ class _Case:
             dy = 1500 * (ring + 1) * math.sin(step * math.pi / 4)
         self.home = LocalPlane.at(lat0, lon0).to_latlon(dx, dy)
         self.plane = LocalPlane.at(*self.home)
-        tag = f"{n:05d}"
-        self.order_id = f"BB-SIM-{tag}"
-        self.subject_device, self.victim_device = f"EB-SIM-{tag}", f"VD-SIM-{tag}"
+        self.tag = f"{tag}{n:05d}"
+        self.order_id = f"BB-SIM-{self.tag}"
+        self.subject_device, self.victim_device = f"EB-SIM-{self.tag}", f"VD-SIM-{self.tag}"
 
     def at(self, x: float, y: float) -> tuple[float, float]:
         return self.plane.to_latlon(x, y)
@@ -132,7 +134,7 @@ class _Case:
                           "geometry": {"type": "Point", "coordinates": [lon, lat]},
                           "radius_m": 150})  # fmt: skip
         elif self.rule == "contact_ban":
-            bans.append({"protected_person_id": f"V-SIM-{self.n:05d}", "min_distance_m": 500,
+            bans.append({"protected_person_id": f"V-SIM-{self.tag}", "min_distance_m": 500,
                          "warning_distance_m": 1000})  # fmt: skip
         return {
             "event_id": f"{self.order_id}-v1", "event_type": "order.issued",
@@ -140,9 +142,9 @@ class _Case:
             "order": {
                 "order_id": self.order_id, "version": 1, "valid_from": _iso(self.start - 86400),
                 "valid_until": None,
-                "subject": {"person_id": f"P-SIM-{self.n:05d}", "device_id": self.subject_device},
+                "subject": {"person_id": f"P-SIM-{self.tag}", "device_id": self.subject_device},
                 "protected_persons": [{
-                    "person_id": f"V-SIM-{self.n:05d}",
+                    "person_id": f"V-SIM-{self.tag}",
                     "device_id": self.victim_device if self.rule == "contact_ban" else None}],
                 "region": self.region, "probation_officer_id": f"po-{self.region}",
                 "risk_level": ("high", "medium", "low")[self.n % 3],
@@ -188,14 +190,16 @@ def plan(
     duration_s: float = 600.0,
     interval_s: float = 10.0,
     noise: Noise | None = None,
+    tag: str = "",
 ) -> Plan:
     """`cases` orders, one rule each in turn (every rule once `cases` >= 7), over
-    `duration_s` seconds from `start` (epoch seconds), a fix every `interval_s` per device."""
+    `duration_s` seconds from `start` (epoch seconds), a fix every `interval_s` per device.
+    `tag` goes into every order and device id, so that runs against one cluster stay apart."""
     noise = noise or Noise()
     rng = random.Random(seed)
     result = Plan(start=start, duration_s=duration_s)
     for n in range(cases):
-        case = _Case(n, RULES[n % len(RULES)], rng, start, interval_s)
+        case = _Case(n, RULES[n % len(RULES)], rng, start, interval_s, tag)
         result.orders.append(case.order_event())
         result.records += _records_of(case, duration_s, noise)
         result.expected.append(Expected(case.order_id, case.rule, _breach_after(case, duration_s)))
@@ -228,7 +232,9 @@ def _records_of(case: _Case, duration_s: float, noise: Noise) -> list[Record]:
         value = {"device_id": case.subject_device, "ts": _iso(case.start + s), "lat": lat,
                  "lon": lon, "accuracy_m": round(accuracy, 1), "source": "gnss",
                  "battery_pct": battery}  # fmt: skip
-        sent_at = s + (noise.late_by_s if s > 0 and rng.random() < noise.late else 0.0)
+        # buffered while out of coverage and delivered later, at most a tenth of the run late
+        delay = min(noise.late_by_s, duration_s / 10)
+        sent_at = s + (delay if s > 0 and rng.random() < noise.late else 0.0)
         records.append(Record(sent_at, "positions.v1", case.subject_device, value))
         if rng.random() < noise.duplicated:
             records.append(Record(sent_at + 0.5, "positions.v1", case.subject_device, value))
