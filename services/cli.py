@@ -287,14 +287,19 @@ def show_settings() -> None:
 
 
 @app.command("demo")
-def demo() -> None:
-    """Everything on embedded parts, with the simulator and the page (not built yet)."""
-    typer.echo(
-        "The embedded demo is not built yet (it lands with the demo issue). "
-        "Meanwhile: `make test` runs the test suite against real Kafka and PostgreSQL.",
-        err=True,
-    )
-    raise typer.Exit(2)
+def demo(
+    devices: Annotated[int, typer.Option(min=7, help="ankle monitors per simulator round")] = 14,
+    round_s: Annotated[float, typer.Option(min=60, help="seconds per simulator round")] = 120.0,
+) -> None:
+    """Everything on embedded parts (PostgreSQL and a Kafka-compatible broker from pip wheels,
+    no Docker, no system services): every service, the simulator breaching every rule in
+    real Dutch municipalities, and the control-room page. Ctrl-C stops it all."""
+    from deploy.demo import run
+    from services.adapters.logs import configure as configure_logs
+
+    settings = Settings()
+    configure_logs("WARNING")
+    run(settings, devices=devices, round_s=round_s, say=lambda line: typer.echo(line, err=True))
 
 
 def main() -> None:  # pragma: no cover - console entry point

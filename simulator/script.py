@@ -160,14 +160,15 @@ class _Case:
         east (location ban, contact ban); in from outside the municipality (area ban); far
         from home all along (presence obligation); near home but outside it otherwise."""
         steps = int(duration_s // self.interval_s) + 1
+        edge = self._edge_east() if self.rule == "area_ban" else 0.0
         points = []
         for i in range(steps):
             s = i * self.interval_s
             f = s / duration_s
             if self.rule in ("location_ban", "contact_ban"):
                 x, y = -3000 + 4000 * f, 0.0  # at the target at three quarters of the way
-            elif self.rule == "area_ban":
-                x, y = self._outside_x() * (1 - f), 0.0  # from outside to the inner point
+            elif self.rule == "area_ban":  # from 300 m outside the boundary to 1.5 km inside
+                x, y = edge + 300 - 1800 * f, 0.0
             elif self.rule == "presence_obligation":
                 x, y = 2500.0 + 200 * math.sin(f * 6), 1000.0
             else:
@@ -175,11 +176,19 @@ class _Case:
             points.append((s, x, y))
         return points
 
-    def _outside_x(self) -> float:
-        """Metres east of the home that lie outside the municipality, with a margin."""
+    def _edge_east(self) -> float:
+        """Metres east of home to where the municipality ends (the last boundary crossing of
+        a ray due east), found in 25 m steps."""
         shape = shapely.geometry.shape(municipalities.geometry(self.code))
-        east = float(shape.bounds[2])
-        return (east - self.home[1]) * self.plane.kx + 3000
+        shapely.prepare(shape)
+        reach = (float(shape.bounds[2]) - self.home[1]) * self.plane.kx + 100
+        edge, x = 0.0, 0.0
+        while x < reach:
+            lat, lon = self.at(x, 0)
+            if shapely.contains_xy(shape, lon, lat):
+                edge = x
+            x += 25
+        return edge
 
 
 def plan(

@@ -138,7 +138,7 @@ def make_consumer(
         max_poll_records=max_poll_records,
         max_partition_fetch_bytes=4 * 1024 * 1024,
         session_timeout_ms=settings.consumer_session_timeout_ms,
-        heartbeat_interval_ms=1_000,
+        heartbeat_interval_ms=min(1_000, settings.consumer_session_timeout_ms // 3),
         isolation_level="read_uncommitted",
     )
 

@@ -81,8 +81,10 @@ class Settings(BaseSettings):
     jwt_issuer: str = "breachwatch"
     max_body_bytes: int = Field(1_000_000, ge=1024)
     consumer_session_timeout_ms: int = Field(
-        10_000, ge=6_000, description="a consumer silent this long is dead; its partitions move"
-    )
+        10_000, ge=1_000,
+        description="a consumer silent this long is dead; its partitions move (Apache Kafka "
+        "refuses less than its group.min.session.timeout.ms, 6 s by default)",
+    )  # fmt: skip
     log_level: str = "INFO"
     rules: RuleTimings = Field(default_factory=RuleTimings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
