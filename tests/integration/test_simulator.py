@@ -15,7 +15,7 @@ from simulator.drive import drive
 from simulator.script import RULES, plan
 from tests.support.http import auth
 from tests.support.kafka import wait_for
-from tests.support.pipeline import running_pipeline
+from tests.support.pipeline import routed, running_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ async def test_a_simulated_run_raises_every_scripted_breach_through_the_whole_sy
     async with running_pipeline(settings, services=services) as pipeline:
         scripted = plan(len(RULES), seed=11, start=time.time() + 3, duration_s=45, interval_s=2,
                         tag=f"t{int(time.time()) % 100_000}-")  # fmt: skip
-        summary = await drive(settings, scripted)
+        summary = await drive(settings, scripted, orders_known=routed(pipeline, scripted))
         assert summary.orders == len(RULES)
         assert summary.behind_s < 1.0, summary.lines()
         wanted = {(e.order_id, e.rule) for e in scripted.expected}

@@ -4,7 +4,7 @@ orders over HTTP, signals through Kafka, alerts read back from `bw.alerts.v1`.""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from schemas import wire
 from services.adapters.settings import Settings
 from services.http import create_app
+from simulator.script import Plan
 from tests.support.http import auth, body, new_order_id
 from tests.support.kafka import topic_values, wait_for
 from tests.support.orders import at
@@ -113,3 +114,14 @@ def by_episode(alerts: list[wire.Alert]) -> dict[str, list[tuple[int, str]]]:
     for a in alerts:
         episodes.setdefault(a.alert_id, set()).add((a.seq, a.status))
     return {alert_id: sorted(steps) for alert_id, steps in episodes.items()}
+
+
+def routed(pipeline: Pipeline, scripted: Plan) -> Callable[[], Awaitable[bool]]:
+    """Whether fix_router knows every order of the plan: other ingest instances of the test
+    run share the CJIB consumer group, and its rebalances can delay an order by seconds."""
+    wanted = {event["order"]["order_id"] for event in scripted.orders}
+
+    async def known() -> bool:
+        return wanted <= set(pipeline.app.state.router.directory.versions)
+
+    return known
