@@ -25,12 +25,14 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import shapely
 from shapely.geometry import Point, shape
 
+from bench import plots
 from geo.projection import LocalPlane
 from schemas import wire
 from services.core import Fix, compile_order, evaluate, new_state
@@ -281,7 +283,12 @@ def run_postgis(work: Workload, limit: int) -> tuple[float, int] | str:
 
 
 def main(
-    sizes: list[int], n_fixes: int, postgis_fixes: int, as_json: bool, batch_size: int = 8192
+    sizes: list[int],
+    n_fixes: int,
+    postgis_fixes: int,
+    as_json: bool,
+    batch_size: int = 8192,
+    plot_to: Path | None = None,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -320,6 +327,20 @@ def main(
         results["rows"].append(row)
         print(f"[bench core] {row}", file=sys.stderr)
         del work
+    if plot_to is not None:
+        rows = results["rows"]
+        plots.grouped_bars(
+            [f"{r['orders']:,} orders" for r in rows],
+            {
+                "engine (batch path)": [r["engine_fixes_per_s"] for r in rows],
+                "engine, one by one": [r["one_by_one_fixes_per_s"] for r in rows],
+                "naive shapely contains": [r["naive_fixes_per_s"] for r in rows],
+                "PostGIS, a query per fix": [r.get("postgis_fixes_per_s") for r in rows],
+            },
+            plot_to, title="breachwatch rules core: fixes/s on one core (target 300k)",
+            ylabel="fixes per second (log scale)", target=300_000,
+        )  # fmt: skip
+        results["plot"] = str(plot_to)
     if as_json:
         print(json.dumps(results))
     else:

@@ -21,11 +21,13 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
+from bench import plots
 from bench.processes import quantile, start_service, stop_service
 from deploy.scratch import asyncpg_dsn, scratch_database, scratch_topics
 from services.adapters.auth import mint_token
@@ -170,8 +172,20 @@ async def measure(base: Settings, levels: list[int], per_level: int) -> dict[str
     return {"machine": machine, "rows": rows}
 
 
-def main(levels: list[int], per_level: int, as_json: bool) -> dict[str, Any]:
+def main(
+    levels: list[int], per_level: int, as_json: bool, plot_to: Path | None = None
+) -> dict[str, Any]:
     results = asyncio.run(measure(Settings(), levels, per_level))
+    if plot_to is not None:
+        rows = results["rows"]
+        plots.lines(
+            [r["clients"] for r in rows],
+            {"orders p50": [r["p50_ms"] for r in rows], "orders p99": [r["p99_ms"] for r in rows],
+             "GET /healthz p99": [r["healthz_p99_ms"] for r in rows]},
+            plot_to, title="breachwatch order ingestion: latency by concurrency",
+            xlabel="concurrent clients", ylabel="ms",
+        )  # fmt: skip
+        results["plot"] = str(plot_to)
     if as_json:
         print(json.dumps(results))
     else:

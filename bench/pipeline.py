@@ -39,6 +39,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from bench import plots
 from bench.ingest import home, order_body
 from bench.processes import (
     cpu_seconds,
@@ -390,30 +391,12 @@ def _summary(level: Level) -> dict[str, Any]:
 
 
 def plot(levels: list[tuple[str, Level]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    for label, level in levels:
-        values = sorted(level.latencies_ms)
-        if not values:
-            continue
-        share = [(i + 1) / len(values) for i in range(len(values))]
-        axes.plot(values, share, label=f"{label} ({len(values)} samples)")
-    axes.set_xscale("log")
-    axes.set_xlabel("fix produced -> alert read (ms, log scale)")
-    axes.set_ylabel("share of alerts at or below")
-    axes.axvline(10, color="grey", linestyle=":", linewidth=1)
-    axes.axvline(25, color="grey", linestyle="--", linewidth=1)
-    axes.set_title("breachwatch pipeline latency (target p50 <= 10 ms, p99 <= 25 ms)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    plots.cdf(
+        {f"{label} ({len(level.latencies_ms)} samples)": level.latencies_ms
+         for label, level in levels if level.latencies_ms},
+        path, title="breachwatch pipeline latency (target p50 <= 10 ms, p99 <= 25 ms)",
+        xlabel="fix produced -> alert read (ms, log scale)", marks=(10, 25),
+    )  # fmt: skip
 
 
 async def measure(

@@ -113,11 +113,14 @@ def bench_core(
         bool, typer.Option("--json", help="one JSON line instead of a table")
     ] = False,
     batch_size: Annotated[int, typer.Option(help="signals per batch of the batch path")] = 8192,
+    plot: Annotated[Path, typer.Option(help="where the throughput plot (PNG) goes")] = Path(
+        "bench/results/core-throughput.png"
+    ),
 ) -> None:
     """Fixes/s of the rules engine against a naive shapely baseline and PostGIS, same run."""
     from bench.core import main as run
 
-    run([int(n) for n in orders.split(",")], fixes, postgis_fixes, as_json, batch_size)
+    run([int(n) for n in orders.split(",")], fixes, postgis_fixes, as_json, batch_size, plot)
 
 
 @bench_app.command("ingest")
@@ -129,12 +132,15 @@ def bench_ingest(
     as_json: Annotated[
         bool, typer.Option("--json", help="one JSON line instead of a table")
     ] = False,
+    plot: Annotated[Path, typer.Option(help="where the latency plot (PNG) goes")] = Path(
+        "bench/results/ingest-latency.png"
+    ),
 ) -> None:
     """Orders/s and latency of `serve ingest` on a scratch database, against GET /healthz of the
     same server at the same concurrency."""
     from bench.ingest import main as run
 
-    run([int(n) for n in clients.split(",")], orders, as_json)
+    run([int(n) for n in clients.split(",")], orders, as_json, plot)
 
 
 @bench_app.command("pipeline")

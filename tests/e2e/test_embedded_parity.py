@@ -21,6 +21,7 @@ from simulator.script import RULES, plan
 from tests.support.http import auth
 from tests.support.kafka import wait_for
 from tests.support.pipeline import routed, running_pipeline
+from tests.support.scenario import environment
 
 pytestmark = pytest.mark.integration
 SERVICES = ("ingest", "router", "evaluator", "dispatcher")
@@ -62,7 +63,8 @@ async def _alerts_of_a_run(settings: Settings) -> set[tuple[tuple[str, str], int
 async def test_the_embedded_stack_raises_the_same_alerts_as_apache_kafka_and_postgres(
     migrated: Settings,
 ) -> None:
-    real = await _alerts_of_a_run(migrated)
+    async with environment(migrated) as own:  # groups of its own, as on the embedded stack
+        real = await _alerts_of_a_run(own)
     with embedded_stack() as stack:
         embedded = demo_settings(migrated, stack.kafka_bootstrap, stack.database_url)
         await create_topics(embedded)

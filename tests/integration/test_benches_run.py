@@ -12,8 +12,12 @@ from bench import core, ingest, pipeline
 pytestmark = pytest.mark.integration
 
 
-def test_bench_core_reports_engine_naive_and_postgis(capsys: pytest.CaptureFixture[str]) -> None:
-    results = core.main([200], n_fixes=3000, postgis_fixes=50, as_json=True)
+def test_bench_core_reports_engine_naive_and_postgis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot_to = tmp_path / "core.png"
+    results = core.main([200], n_fixes=3000, postgis_fixes=50, as_json=True, plot_to=plot_to)
+    assert plot_to.read_bytes().startswith(b"\x89PNG")
     (row,) = results["rows"]
     assert row["orders"] == 200 and row["fixes"] == 3000
     assert row["engine_fixes_per_s"] > 0 and row["naive_fixes_per_s"] > 0
@@ -24,10 +28,12 @@ def test_bench_core_reports_engine_naive_and_postgis(capsys: pytest.CaptureFixtu
 
 
 def test_bench_ingest_reports_throughput_latency_and_the_healthz_floor(
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Runs `breachwatch serve ingest` as a process on a scratch database and scratch topics.
-    results = ingest.main([2], per_level=60, as_json=True)
+    plot_to = tmp_path / "ingest.png"
+    results = ingest.main([2], per_level=60, as_json=True, plot_to=plot_to)
+    assert plot_to.read_bytes().startswith(b"\x89PNG")
     (row,) = results["rows"]
     assert (row["clients"], row["orders"]) == (2, 60)
     assert row["orders_per_s"] > 0 and row["healthz_per_s"] > 0

@@ -16,6 +16,7 @@ from simulator.script import RULES, plan
 from tests.support.http import auth
 from tests.support.kafka import wait_for
 from tests.support.pipeline import routed, running_pipeline
+from tests.support.scenario import environment
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +27,16 @@ async def test_a_simulated_run_raises_every_scripted_breach_through_the_whole_sy
 ) -> None:
     # signal lost after 6 s: the dark monitor is missed within the run, and a single dropped
     # fix (a 4 s gap at a fix every 2 s) is not taken for it
-    settings = migrated.model_copy(update={"rules": RuleTimings(signal_lost_after_s=6)})
+    # A database, topics and consumer groups of its own, as the other whole-pipeline runs: the
+    # session's groups have members from earlier tests coming and going.
     services = ("ingest", "router", "evaluator", "dispatcher")
-    async with running_pipeline(settings, services=services) as pipeline:
+    async with (
+        environment(migrated) as own,
+        running_pipeline(
+            own.model_copy(update={"rules": RuleTimings(signal_lost_after_s=6)}), services=services
+        ) as pipeline,
+    ):
+        settings = pipeline.settings
         scripted = plan(len(RULES), seed=11, start=time.time() + 3, duration_s=45, interval_s=2,
                         tag=f"t{int(time.time()) % 100_000}-")  # fmt: skip
         summary = await drive(settings, scripted, orders_known=routed(pipeline, scripted))
