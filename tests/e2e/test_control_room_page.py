@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from services.adapters.settings import Settings
@@ -33,8 +34,11 @@ def _until(check: object, timeout_s: float, step_s: float = 0.02) -> float | Non
     """Seconds until `check()` held, or None if it never did."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        if check():  # type: ignore[operator]
-            return time.monotonic() - started
+        try:
+            if check():  # type: ignore[operator]
+                return time.monotonic() - started
+        except StaleElementReferenceException:
+            pass  # the page re-rendered between finding an element and reading it: look again
         time.sleep(step_s)
     return None
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from selenium.webdriver.common.by import By
 
 from deploy.scratch import free_port
 from simulator.script import RULES
@@ -60,8 +59,13 @@ def test_the_demo_shows_every_rule_and_leaves_nothing_behind_when_killed() -> No
             page.get(url)
 
             def rules_shown() -> set[str]:
-                rows = page.find_elements(By.CSS_SELECTOR, "tr.alert")
-                return {row.get_attribute("data-rule") or "" for row in rows}
+                # One script call reads every row at once: the page re-renders its table as
+                # alerts stream in, so element handles taken one call earlier can go stale.
+                shown = page.execute_script(
+                    "return Array.from(document.querySelectorAll('tr.alert'),"
+                    " row => row.dataset.rule || '')"
+                )
+                return set(shown)
 
             while set(RULES) - rules_shown() and time.monotonic() - up_at < 90:
                 time.sleep(1)
