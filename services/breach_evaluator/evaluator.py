@@ -83,6 +83,7 @@ class HeldPartition:
     # routes again after a crash (it is at least once). A stream is a partition of the
     # positions topic (its number) or of the device events topic (-1 - its number).
     delivered: dict[str, dict[int, int]] = field(default_factory=dict)
+    unsaved_versions: set[str] = field(default_factory=set)  # order ids: version not stored yet
     last_tick: float = 0.0
 
     def checkpoint(self, i: int) -> store.Checkpoint:
@@ -90,7 +91,7 @@ class HeldPartition:
         return store.Checkpoint(
             order_id,
             _state_encoder.encode(self.core.export_state(i)),
-            self.events[order_id],
+            self.events[order_id] if order_id in self.unsaved_versions else None,
             _state_encoder.encode(self.delivered.get(order_id, {})),
         )
 
@@ -290,6 +291,8 @@ class BreachEvaluator:
             self.alerts_committed.set()
         for move in moves:  # committed: this is where the partitions now stand
             self.held[move.partition].offsets[move.topic] = move.new
+        for held, _, _ in plans:
+            held.unsaved_versions.clear()
         signals = sum(len(todo.signals) for _, todo, _ in plans)
         self.metrics.inc("signals_total", signals)
         self.metrics.inc("alerts_total", len(outgoing))
@@ -312,6 +315,7 @@ class BreachEvaluator:
                 continue  # a replayed copy (the relay publishes at least once)
             alerts += held.core.upsert(order, now)
             held.events[order.order_id] = raw
+            held.unsaved_versions.add(order.order_id)
             dirty.add(held.core.index[order.order_id])
         return alerts
 

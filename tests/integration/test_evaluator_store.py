@@ -58,3 +58,33 @@ async def test_offsets_move_together_and_a_stale_owner_is_fenced(engine: AsyncEn
         async with engine.begin() as conn:
             await store.advance_offsets(conn, group, [OffsetMove("signals", 1, None, 50)])
     assert await stored(engine, group, 1) == {"signals": 9}
+
+
+async def test_a_checkpoint_keeps_the_stored_order_version_when_it_carries_none(
+    engine: AsyncEngine,
+) -> None:
+    partition = 1000 + id(engine) % 1000  # a partition number no other test stores
+    ids = [f"BB-store-{partition}-{n}" for n in range(3)]
+    async with engine.begin() as conn:
+        await store.save_checkpoints(conn, partition, [
+            store.Checkpoint(order_id, b"s1", f"v1 of {order_id}".encode(), b"d1")
+            for order_id in ids
+        ])  # fmt: skip
+    async with engine.begin() as conn:  # state moves on; one order also gets a new version
+        await store.save_checkpoints(conn, partition, [
+            store.Checkpoint(ids[0], b"s2", None, b"d2"),
+            store.Checkpoint(ids[1], b"s2", b"v2", b"d2"),
+        ])  # fmt: skip
+    async with engine.connect() as conn:
+        loaded = {c.order_id: c for c in await store.load_checkpoints(conn, partition)}
+    assert loaded == {
+        ids[0]: store.StoredCheckpoint(ids[0], b"s2", f"v1 of {ids[0]}".encode(), b"d2"),
+        ids[1]: store.StoredCheckpoint(ids[1], b"s2", b"v2", b"d2"),
+        ids[2]: store.StoredCheckpoint(ids[2], b"s1", f"v1 of {ids[2]}".encode(), b"d1"),
+    }
+    # State without a version for an order never stored is a bug upstream, never silent.
+    with pytest.raises(RuntimeError, match="no stored row"):
+        async with engine.begin() as conn:
+            await store.save_checkpoints(
+                conn, partition, [store.Checkpoint("BB-never-stored", b"s", None, b"d")]
+            )
