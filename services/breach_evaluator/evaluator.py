@@ -47,6 +47,11 @@ from services.core.batch import Partition
 log = logging.getLogger(__name__)
 SERVICE = "breach_evaluator"
 TICK_EVERY_S = 1.0
+FETCH_RECORDS = 10_000
+# Catch-up batch size: a checkpoint costs about as much as evaluating a signal, so the fewer
+# checkpoints per signal, the faster a backlog goes; bounded so that one batch stays well within
+# the consumer's session timeout and its memory small.
+BATCH_RECORDS = 60_000
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(OrderState)
 _signal_decoder = msgspec.json.Decoder(wire.OrderSignal)
@@ -77,23 +82,27 @@ def compile_order(raw: bytes) -> CompiledOrder:
 class HeldPartition:
     number: int
     core: Partition
-    events: dict[str, bytes] = field(default_factory=dict)  # order id -> version in force
     offsets: dict[str, int | None] = field(default_factory=dict)  # as stored in Postgres
     # order id -> {input stream: last source offset evaluated}, to drop the signals fix_router
     # routes again after a crash (it is at least once). A stream is a partition of the
     # positions topic (its number) or of the device events topic (-1 - its number).
     delivered: dict[str, dict[int, int]] = field(default_factory=dict)
-    unsaved_versions: set[str] = field(default_factory=set)  # order ids: version not stored yet
+    # order id -> the order version in force, until it is stored with the order's state (the
+    # stored copy is all a reload needs, so none is held in memory after that)
+    unsaved_versions: dict[str, bytes] = field(default_factory=dict)
     last_tick: float = 0.0
 
-    def checkpoint(self, i: int) -> store.Checkpoint:
-        order_id = self.core.orders[i].order_id
-        return store.Checkpoint(
-            order_id,
-            _state_encoder.encode(self.core.export_state(i)),
-            self.events[order_id] if order_id in self.unsaved_versions else None,
-            _state_encoder.encode(self.delivered.get(order_id, {})),
-        )
+    def checkpoints(self, indices: list[int]) -> list[store.Checkpoint]:
+        states = self.core.checkpoint_states(indices)
+        made = []
+        for i, state in zip(indices, states, strict=True):
+            order_id = self.core.orders[i].order_id
+            made.append(store.Checkpoint(
+                order_id, self.number, _state_encoder.encode(state),
+                self.unsaved_versions.get(order_id),
+                _state_encoder.encode(self.delivered.get(order_id, {})),
+            ))  # fmt: skip
+        return made
 
     def redelivered(self, signal: wire.OrderSignal, positions_topic: str) -> bool:
         """True for a signal whose source record this order has already evaluated; else the
@@ -138,6 +147,7 @@ class BreachEvaluator:
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self.ready = asyncio.Event()
         self.alerts_committed = asyncio.Event()  # wakes the alert relay of this process
+        self._commit: asyncio.Task[None] | None = None  # the batch transaction in flight
 
     async def run(self, stop: asyncio.Event) -> None:
         await run_with_restarts(
@@ -149,7 +159,7 @@ class BreachEvaluator:
         producer = make_producer(self.settings, client_id="bw-breach-evaluator")
         consumer = make_consumer(
             self.settings, group_id=self.group, client_id="bw-breach-evaluator",
-            max_poll_records=10_000,
+            max_poll_records=FETCH_RECORDS,
         )  # fmt: skip
         self.held.clear()
         await producer.start()
@@ -161,7 +171,7 @@ class BreachEvaluator:
             watch = StallWatch()
             try:
                 while not stop.is_set():
-                    fetched = await consumer.getmany(timeout_ms=20, max_records=10_000)
+                    fetched = await _fetch(consumer)
                     if fetched:
                         watch.moved()
                     else:
@@ -178,10 +188,16 @@ class BreachEvaluator:
                         # so this runs beside the loop and a failure is of no consequence.
                         offsets = {tp: recs[-1].offset + 1 for tp, recs in fetched.items()}
                         committing = asyncio.create_task(_commit_quietly(consumer, offsets))
+                await self._committed()
             finally:
                 self.ready.clear()
                 await consumer.stop()
         finally:
+            if self._commit is not None:  # failed before it landed: Postgres has the truth
+                self._commit.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._commit
+                self._commit = None
             self.held.clear()
             await producer.stop()
 
@@ -189,6 +205,7 @@ class BreachEvaluator:
 
     async def assign(self, consumer: AIOKafkaConsumer, numbers: set[int]) -> None:
         async with self.lock:
+            await self._committed()  # a partition is loaded from what has landed
             for number in sorted(numbers - set(self.held)):
                 held = await self._load(number)
                 self.held[number] = held
@@ -202,8 +219,8 @@ class BreachEvaluator:
             self.metrics.set("partitions_held", len(self.held))
 
     async def revoke(self, numbers: set[int]) -> None:
-        # Every batch is committed before the lock is released, so there is nothing to flush.
         async with self.lock:
+            await self._committed()  # the next owner starts where this one's last batch landed
             for number in numbers:
                 self.held.pop(number, None)
             self.metrics.set("partitions_held", len(self.held))
@@ -219,7 +236,6 @@ class BreachEvaluator:
         for checkpoint in checkpoints:
             order = compile_order(checkpoint.order_event)
             held.core.upsert(order, now, state=_state_decoder.decode(checkpoint.state))
-            held.events[order.order_id] = checkpoint.order_event
             if checkpoint.delivered:
                 held.delivered[order.order_id] = _delivered_decoder.decode(checkpoint.delivered)
         held.last_tick = now
@@ -275,28 +291,46 @@ class BreachEvaluator:
                 store.OutgoingAlert(a.order_id, a.alert_id, a.seq, wire.encode(a)) for a in alerts
             ]
             plans.append((held, todo, dirty))
+        checkpoints: list[store.Checkpoint] = []
         moves: list[store.OffsetMove] = []
+        for held, todo, dirty in plans:
+            checkpoints += held.checkpoints(sorted(dirty))
+            held.unsaved_versions.clear()
+            for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic):
+                moves.append(store.OffsetMove(topic, held.number, held.offsets.get(topic), new))
+                # Where the partition stands once the batch lands; the next batch moves it on
+                # from here. Should the commit fail, every partition is reloaded from Postgres.
+                held.offsets[topic] = new
+        signals = sum(len(todo.signals) for _, todo, _ in plans)
+        await self._committed()  # one transaction in flight at a time, in batch order
+        self._commit = asyncio.create_task(
+            self._write(checkpoints, moves, outgoing, signals, started)
+        )
+
+    async def _write(
+        self, checkpoints: list[store.Checkpoint], moves: list[store.OffsetMove],
+        outgoing: list[store.OutgoingAlert], signals: int, started: float,
+    ) -> None:  # fmt: skip
+        """One batch's transaction. It runs while the next batch is evaluated: Postgres and
+        Python each did their share one after the other before, and the process idled a third
+        of a catch-up waiting on the database."""
         async with self.engine.begin() as conn:
-            for held, todo, dirty in plans:
-                await store.save_checkpoints(conn, held.number, [
-                    held.checkpoint(i) for i in sorted(dirty)
-                ])  # fmt: skip
-                moves += [
-                    store.OffsetMove(topic, held.number, held.offsets.get(topic), new)
-                    for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic)
-                ]
+            await store.save_checkpoints(conn, checkpoints)
             await store.advance_offsets(conn, self.group, moves)
             await store.add_alerts(conn, outgoing)
         if outgoing:
             self.alerts_committed.set()
-        for move in moves:  # committed: this is where the partitions now stand
-            self.held[move.partition].offsets[move.topic] = move.new
-        for held, _, _ in plans:
-            held.unsaved_versions.clear()
-        signals = sum(len(todo.signals) for _, todo, _ in plans)
         self.metrics.inc("signals_total", signals)
         self.metrics.inc("alerts_total", len(outgoing))
         self.metrics.observe("batch_commit", time.perf_counter() - started)
+
+    async def _committed(self) -> None:
+        """Wait for the batch in flight to land; its failure is raised here."""
+        if self._commit is not None:
+            try:
+                await self._commit
+            finally:
+                self._commit = None
 
     async def _apply_orders(
         self, held: HeldPartition, records: list[ConsumerRecord[bytes, bytes]], now: float,
@@ -314,8 +348,7 @@ class BreachEvaluator:
             if known is not None and held.core.orders[known].version >= order.version:
                 continue  # a replayed copy (the relay publishes at least once)
             alerts += held.core.upsert(order, now)
-            held.events[order.order_id] = raw
-            held.unsaved_versions.add(order.order_id)
+            held.unsaved_versions[order.order_id] = raw
             dirty.add(held.core.index[order.order_id])
         return alerts
 
@@ -378,6 +411,25 @@ class BreachEvaluator:
     ) -> None:
         self.metrics.inc("dead_letters_total")
         await dead_letter(producer, self.settings, record, reason=reason, service=SERVICE)
+
+
+async def _fetch(
+    consumer: AIOKafkaConsumer,
+) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    """One batch: what is there now, and while fetches come back full (a backlog), more of it,
+    up to BATCH_RECORDS. A quiet stream gets small batches and low latency; a backlog gets big
+    ones, where most orders recur, so each is checkpointed once for several of its signals."""
+    fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = await consumer.getmany(
+        timeout_ms=20, max_records=FETCH_RECORDS
+    )
+    count = last = sum(map(len, fetched.values()))
+    while last == FETCH_RECORDS and count < BATCH_RECORDS:
+        more = await consumer.getmany(timeout_ms=0, max_records=FETCH_RECORDS)
+        for tp, records in more.items():
+            fetched.setdefault(tp, []).extend(records)
+        last = sum(map(len, more.values()))
+        count += last
+    return fetched
 
 
 async def _commit_quietly(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:

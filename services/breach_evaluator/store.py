@@ -26,6 +26,7 @@ class Fenced(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     order_id: str
+    partition: int
     state: bytes
     order_event: bytes | None  # None: the stored version is still the one in force
     delivered: bytes
@@ -116,9 +117,7 @@ async def advance_offsets(conn: AsyncConnection, group: str, moves: Sequence[Off
         raise Fenced(f"one of {moved} was moved by another evaluator")
 
 
-async def save_checkpoints(
-    conn: AsyncConnection, partition: int, checkpoints: Sequence[Checkpoint]
-) -> None:
+async def save_checkpoints(conn: AsyncConnection, checkpoints: Sequence[Checkpoint]) -> None:
     """Each batch checkpoints about one order per signal, so this is the evaluator's hottest
     statement: the rows go as three arrays in one statement (no per-row work in SQLAlchemy),
     and the order version, the bulk of a row, only when it changed."""
@@ -126,13 +125,13 @@ async def save_checkpoints(
     known = [c for c in checkpoints if c.order_event is None]
     if fresh:
         await conn.execute(_UPSERT_WITH_VERSION, {
-            "partition": partition, "order_ids": [c.order_id for c in fresh],
+            "partitions": [c.partition for c in fresh], "order_ids": [c.order_id for c in fresh],
             "states": [c.state for c in fresh], "events": [c.order_event for c in fresh],
             "delivered": [c.delivered for c in fresh],
         })  # fmt: skip
     if known:
         result = await conn.execute(_UPDATE_STATE, {
-            "partition": partition, "order_ids": [c.order_id for c in known],
+            "partitions": [c.partition for c in known], "order_ids": [c.order_id for c in known],
             "states": [c.state for c in known], "delivered": [c.delivered for c in known],
         })  # fmt: skip
         if result.rowcount != len(known):
@@ -142,10 +141,10 @@ async def save_checkpoints(
 _UPSERT_WITH_VERSION = text(
     """
     INSERT INTO evaluator_state (order_id, partition, state, order_event, delivered)
-    SELECT v.order_id, :partition, v.state, v.order_event, v.delivered
-    FROM unnest(CAST(:order_ids AS text[]), CAST(:states AS bytea[]),
+    SELECT v.order_id, v.partition, v.state, v.order_event, v.delivered
+    FROM unnest(CAST(:order_ids AS text[]), CAST(:partitions AS int[]), CAST(:states AS bytea[]),
                 CAST(:events AS bytea[]), CAST(:delivered AS bytea[]))
-         AS v(order_id, state, order_event, delivered)
+         AS v(order_id, partition, state, order_event, delivered)
     ON CONFLICT (order_id) DO UPDATE SET
         partition = excluded.partition, state = excluded.state,
         order_event = excluded.order_event, delivered = excluded.delivered, updated_at = now()
@@ -154,9 +153,9 @@ _UPSERT_WITH_VERSION = text(
 _UPDATE_STATE = text(
     """
     UPDATE evaluator_state AS s
-    SET partition = :partition, state = v.state, delivered = v.delivered, updated_at = now()
-    FROM unnest(CAST(:order_ids AS text[]), CAST(:states AS bytea[]),
-                CAST(:delivered AS bytea[])) AS v(order_id, state, delivered)
+    SET partition = v.partition, state = v.state, delivered = v.delivered, updated_at = now()
+    FROM unnest(CAST(:order_ids AS text[]), CAST(:partitions AS int[]), CAST(:states AS bytea[]),
+                CAST(:delivered AS bytea[])) AS v(order_id, partition, state, delivered)
     WHERE s.order_id = v.order_id
     """
 )

@@ -66,14 +66,14 @@ async def test_a_checkpoint_keeps_the_stored_order_version_when_it_carries_none(
     partition = 1000 + id(engine) % 1000  # a partition number no other test stores
     ids = [f"BB-store-{partition}-{n}" for n in range(3)]
     async with engine.begin() as conn:
-        await store.save_checkpoints(conn, partition, [
-            store.Checkpoint(order_id, b"s1", f"v1 of {order_id}".encode(), b"d1")
+        await store.save_checkpoints(conn, [
+            store.Checkpoint(order_id, partition, b"s1", f"v1 of {order_id}".encode(), b"d1")
             for order_id in ids
         ])  # fmt: skip
     async with engine.begin() as conn:  # state moves on; one order also gets a new version
-        await store.save_checkpoints(conn, partition, [
-            store.Checkpoint(ids[0], b"s2", None, b"d2"),
-            store.Checkpoint(ids[1], b"s2", b"v2", b"d2"),
+        await store.save_checkpoints(conn, [
+            store.Checkpoint(ids[0], partition, b"s2", None, b"d2"),
+            store.Checkpoint(ids[1], partition, b"s2", b"v2", b"d2"),
         ])  # fmt: skip
     async with engine.connect() as conn:
         loaded = {c.order_id: c for c in await store.load_checkpoints(conn, partition)}
@@ -86,5 +86,5 @@ async def test_a_checkpoint_keeps_the_stored_order_version_when_it_carries_none(
     with pytest.raises(RuntimeError, match="no stored row"):
         async with engine.begin() as conn:
             await store.save_checkpoints(
-                conn, partition, [store.Checkpoint("BB-never-stored", b"s", None, b"d")]
+                conn, [store.Checkpoint("BB-never-stored", partition, b"s", None, b"d")]
             )
