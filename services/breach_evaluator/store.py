@@ -27,9 +27,10 @@ class Fenced(RuntimeError):
 class Checkpoint:
     order_id: str
     partition: int
-    state: bytes
+    state: bytes | None  # None: the stored state's objects are unchanged (only tracks moved)
     order_event: bytes | None  # None: the stored version is still the one in force
     delivered: bytes
+    tracks: bytes  # empty: the tracks are in the state
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class StoredCheckpoint:
     state: bytes
     order_event: bytes
     delivered: bytes
+    tracks: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +67,12 @@ async def load_offsets(
 async def load_checkpoints(conn: AsyncConnection, partition: int) -> list[StoredCheckpoint]:
     rows = await conn.execute(
         select(evaluator_state.c.order_id, evaluator_state.c.state, evaluator_state.c.order_event,
-               evaluator_state.c.delivered)
+               evaluator_state.c.delivered, evaluator_state.c.tracks)
         .where(evaluator_state.c.partition == partition)
     )  # fmt: skip
     return [
-        StoredCheckpoint(order_id, bytes(state), bytes(event), bytes(delivered))
-        for order_id, state, event, delivered in rows
+        StoredCheckpoint(order_id, bytes(state), bytes(event), bytes(delivered), bytes(tracks))
+        for order_id, state, event, delivered, tracks in rows
     ]
 
 
@@ -119,20 +121,23 @@ async def advance_offsets(conn: AsyncConnection, group: str, moves: Sequence[Off
 
 async def save_checkpoints(conn: AsyncConnection, checkpoints: Sequence[Checkpoint]) -> None:
     """Each batch checkpoints about one order per signal, so this is the evaluator's hottest
-    statement: the rows go as three arrays in one statement (no per-row work in SQLAlchemy),
-    and the order version, the bulk of a row, only when it changed."""
+    statement: the rows go as arrays in one statement (no per-row work in SQLAlchemy), and the
+    order version and the state, the bulk of a row, only when they changed."""
     fresh = [c for c in checkpoints if c.order_event is not None]
     known = [c for c in checkpoints if c.order_event is None]
     if fresh:
+        if any(c.state is None for c in fresh):
+            raise ValueError("an order stored for the first time needs its state")
         await conn.execute(_UPSERT_WITH_VERSION, {
             "partitions": [c.partition for c in fresh], "order_ids": [c.order_id for c in fresh],
             "states": [c.state for c in fresh], "events": [c.order_event for c in fresh],
-            "delivered": [c.delivered for c in fresh],
+            "delivered": [c.delivered for c in fresh], "tracks": [c.tracks for c in fresh],
         })  # fmt: skip
     if known:
         result = await conn.execute(_UPDATE_STATE, {
             "partitions": [c.partition for c in known], "order_ids": [c.order_id for c in known],
             "states": [c.state for c in known], "delivered": [c.delivered for c in known],
+            "tracks": [c.tracks for c in known],
         })  # fmt: skip
         if result.rowcount != len(known):
             raise RuntimeError("a checkpoint without its order version has no stored row")
@@ -140,22 +145,25 @@ async def save_checkpoints(conn: AsyncConnection, checkpoints: Sequence[Checkpoi
 
 _UPSERT_WITH_VERSION = text(
     """
-    INSERT INTO evaluator_state (order_id, partition, state, order_event, delivered)
-    SELECT v.order_id, v.partition, v.state, v.order_event, v.delivered
+    INSERT INTO evaluator_state (order_id, partition, state, order_event, delivered, tracks)
+    SELECT v.order_id, v.partition, v.state, v.order_event, v.delivered, v.tracks
     FROM unnest(CAST(:order_ids AS text[]), CAST(:partitions AS int[]), CAST(:states AS bytea[]),
-                CAST(:events AS bytea[]), CAST(:delivered AS bytea[]))
-         AS v(order_id, partition, state, order_event, delivered)
+                CAST(:events AS bytea[]), CAST(:delivered AS bytea[]), CAST(:tracks AS bytea[]))
+         AS v(order_id, partition, state, order_event, delivered, tracks)
     ON CONFLICT (order_id) DO UPDATE SET
         partition = excluded.partition, state = excluded.state,
-        order_event = excluded.order_event, delivered = excluded.delivered, updated_at = now()
+        order_event = excluded.order_event, delivered = excluded.delivered,
+        tracks = excluded.tracks, updated_at = now()
     """
 )
 _UPDATE_STATE = text(
     """
     UPDATE evaluator_state AS s
-    SET partition = v.partition, state = v.state, delivered = v.delivered, updated_at = now()
+    SET partition = v.partition, state = coalesce(v.state, s.state), delivered = v.delivered,
+        tracks = v.tracks, updated_at = now()
     FROM unnest(CAST(:order_ids AS text[]), CAST(:partitions AS int[]), CAST(:states AS bytea[]),
-                CAST(:delivered AS bytea[])) AS v(order_id, partition, state, delivered)
+                CAST(:delivered AS bytea[]), CAST(:tracks AS bytea[]))
+         AS v(order_id, partition, state, delivered, tracks)
     WHERE s.order_id = v.order_id
     """
 )

@@ -53,6 +53,7 @@ MANY_SLOTS = -2  # more than one protected device watched: always the scalar pat
 _TRACK_OPTIONAL = ("last_t", "good_t", "last_rx", "last_fix_rx", "battery_pct")
 _TRACK_PLAIN = ("lat", "lon", "accuracy_m", "good_lat", "good_lon", "good_accuracy_m")
 _TRACK_FLOATS = _TRACK_OPTIONAL + _TRACK_PLAIN
+TRACK_COLUMNS = (*_TRACK_FLOATS, "outlier")
 _ORDER_FLOATS = ("valid_from", "valid_until", "watch_since")
 _ORDER_INTS = ("subject_slot", "partner_slot", "zone_start", "zone_count")
 _ORDER_BOOLS = ("revoked", "ended", "hot")
@@ -108,6 +109,23 @@ class SignalBatch:
         return len(self.signals)
 
 
+class TrackRows(msgspec.Struct, array_like=True, frozen=True):
+    """The tracks of a quiet order as its columns hold them: one row of `TRACK_COLUMNS` per
+    device, float64, in `devices` order. A few bytes per device, made without building an
+    object per track: most checkpoints only move tracks."""
+
+    devices: list[str]
+    values: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCheckpoint:
+    # None: the state's objects are as last checkpointed; only the tracks moved (quiet fixes).
+    state: OrderState | None
+    # None: the order is hot, its tracks are objects in `state`.
+    tracks: TrackRows | None
+
+
 @dataclass
 class BatchOutcome:
     alerts: list[Alert]  # in input order, as a fold of `evaluate` would give them
@@ -150,6 +168,8 @@ class Partition:
             | {name: (np.int64, -1) for name in _ZONE_INTS}
             | {name: (np.bool_, False) for name in _ZONE_BOOLS}
         )
+        # Orders whose state objects changed since their last checkpoint (not only their tracks).
+        self._restated: set[int] = set()
         self._schedule_rows: dict[bytes, int] = {}
         self._masks = np.zeros((0, MINUTES_PER_WEEK), dtype=np.bool_)
 
@@ -169,6 +189,8 @@ class Partition:
             self._orders.col["hot"][i] = True  # its tracks, if any, are objects in `state`
             self._compile_order_rows(i)
             self._settle(i)
+            if state is None:
+                self._restated.add(i)
             return []
         if state is not None:
             raise ValueError(f"order {order.order_id} is already held; restore only new orders")
@@ -177,6 +199,7 @@ class Partition:
         self.orders[i] = order
         self._compile_order_rows(i)
         self._settle(i)
+        self._restated.add(i)
         return alerts
 
     def export_state(self, i: int) -> OrderState:
@@ -194,43 +217,49 @@ class Partition:
             last_started=dict(state.last_started),
         )  # fmt: skip
 
-    def checkpoint_states(self, indices: Sequence[int]) -> list[OrderState]:
-        """The states of many orders at once, for encoding straight away: what `export_state`
-        gives, but sharing the held dicts instead of copying them, with the tracks of all cold
-        orders gathered from the columns in one pass per column. An evaluator checkpoints about
-        one order per signal, so this is on the hot path."""
+    def checkpoint(self, indices: Sequence[int]) -> list[OrderCheckpoint]:
+        """What a checkpoint of these orders must store beyond the previous one: the state only
+        where its objects changed, the tracks of quiet orders as rows of their columns. Restore
+        with `restore`; an order is restored from its newest state and newest tracks."""
         hot = self._orders.col["hot"]
         cold = [i for i in indices if not hot[i]]
-        slots = [slot for i in cold for slot in self._order_slots[i]]
+        rows = np.asarray([slot for i in cold for slot in self._order_slots[i]], dtype=np.int64)
         c = self._slots.col
-        rows = np.asarray(slots, dtype=np.int64)
-        floats = {name: c[name][rows].tolist() for name in _TRACK_FLOATS}
-        outlier = c["outlier"][rows].tolist()
-        tracks_of: dict[int, dict[str, DeviceTrack]] = {}
+        matrix = np.empty((len(rows), len(TRACK_COLUMNS)), dtype=np.float64)
+        for k, name in enumerate(TRACK_COLUMNS):
+            matrix[:, k] = c[name][rows]
+        tracks: dict[int, TrackRows] = {}
         at = 0
         for i in cold:
-            tracks: dict[str, DeviceTrack] = {}
-            for slot in self._order_slots[i]:
-                n, at = at, at + 1
-                if floats["last_rx"][n] != floats["last_rx"][n]:  # NaN: never heard from
-                    continue
-                battery = floats["battery_pct"][n]
-                tracks[self._slot_device[slot]] = DeviceTrack(
-                    last_t=_none_if_nan(floats["last_t"][n]), lat=floats["lat"][n],
-                    lon=floats["lon"][n], accuracy_m=floats["accuracy_m"][n],
-                    outlier=outlier[n], good_t=_none_if_nan(floats["good_t"][n]),
-                    good_lat=floats["good_lat"][n], good_lon=floats["good_lon"][n],
-                    good_accuracy_m=floats["good_accuracy_m"][n],
-                    last_rx=floats["last_rx"][n],
-                    last_fix_rx=_none_if_nan(floats["last_fix_rx"][n]),
-                    battery_pct=None if math.isnan(battery) else int(battery),
-                )  # fmt: skip
-            tracks_of[i] = tracks
-        return [
-            msgspec.structs.replace(self.states[i], devices=tracks_of[i])
-            if i in tracks_of else self.states[i]
+            slots = self._order_slots[i]
+            devices = [self._slot_device[slot] for slot in slots]
+            tracks[i] = TrackRows(devices, matrix[at : at + len(slots)].tobytes())
+            at += len(slots)
+        made = [
+            OrderCheckpoint(self.states[i] if i in self._restated else None, tracks.get(i))
             for i in indices
-        ]  # fmt: skip
+        ]
+        self._restated.difference_update(indices)
+        return made
+
+    def restore(
+        self, order: CompiledOrder, now: float, state: OrderState, tracks: TrackRows | None
+    ) -> None:
+        """Take an order back in from its checkpoint (`checkpoint`'s state and tracks). Tracks
+        come only with the state of a quiet order: an order cools in the scalar path, which
+        restates it, so its newest state then has no episodes and its tracks go to the columns."""
+        if tracks is not None:
+            state = msgspec.structs.replace(state, devices={})  # the rows are newer
+        self.upsert(order, now, state=state)
+        if tracks is None:
+            return
+        i = self.index[order.order_id]
+        values = np.frombuffer(tracks.values, dtype=np.float64).reshape(-1, len(TRACK_COLUMNS))
+        c = self._slots.col
+        for device_id, row in zip(tracks.devices, values, strict=True):
+            slot = self._slot(i, device_id)
+            for k, name in enumerate(TRACK_COLUMNS):
+                c[name][slot] = row[k]
 
     def _slot(self, i: int, device_id: str) -> int:
         slot = self._slot_of.get((i, device_id))
@@ -421,6 +450,7 @@ class Partition:
             alerts += out
         for i in scalar:
             self._settle(i)
+        self._restated |= scalar
         touched |= scalar
         rejected.sort()
         return BatchOutcome(alerts, rejected, int(quiet.sum()), touched)
@@ -468,6 +498,7 @@ class Partition:
             self._hold_as_objects(i)
             self.states[i], out = tick(self.states[i], self.orders[i], now, self.rules)
             self._settle(i)
+            self._restated.add(i)
             if out:
                 alerts += out
                 touched.add(i)

@@ -60,31 +60,31 @@ async def test_offsets_move_together_and_a_stale_owner_is_fenced(engine: AsyncEn
     assert await stored(engine, group, 1) == {"signals": 9}
 
 
-async def test_a_checkpoint_keeps_the_stored_order_version_when_it_carries_none(
+async def test_a_checkpoint_keeps_the_stored_version_and_state_when_it_carries_none(
     engine: AsyncEngine,
 ) -> None:
     partition = 1000 + id(engine) % 1000  # a partition number no other test stores
     ids = [f"BB-store-{partition}-{n}" for n in range(3)]
     async with engine.begin() as conn:
         await store.save_checkpoints(conn, [
-            store.Checkpoint(order_id, partition, b"s1", f"v1 of {order_id}".encode(), b"d1")
+            store.Checkpoint(order_id, partition, b"s1", f"v1 of {order_id}".encode(), b"d1", b"t1")
             for order_id in ids
         ])  # fmt: skip
     async with engine.begin() as conn:  # state moves on; one order also gets a new version
         await store.save_checkpoints(conn, [
-            store.Checkpoint(ids[0], partition, b"s2", None, b"d2"),
-            store.Checkpoint(ids[1], partition, b"s2", b"v2", b"d2"),
+            store.Checkpoint(ids[0], partition, None, None, b"d2", b"t2"),  # only tracks moved
+            store.Checkpoint(ids[1], partition, b"s2", b"v2", b"d2", b""),
         ])  # fmt: skip
     async with engine.connect() as conn:
         loaded = {c.order_id: c for c in await store.load_checkpoints(conn, partition)}
     assert loaded == {
-        ids[0]: store.StoredCheckpoint(ids[0], b"s2", f"v1 of {ids[0]}".encode(), b"d2"),
-        ids[1]: store.StoredCheckpoint(ids[1], b"s2", b"v2", b"d2"),
-        ids[2]: store.StoredCheckpoint(ids[2], b"s1", f"v1 of {ids[2]}".encode(), b"d1"),
+        ids[0]: store.StoredCheckpoint(ids[0], b"s1", f"v1 of {ids[0]}".encode(), b"d2", b"t2"),
+        ids[1]: store.StoredCheckpoint(ids[1], b"s2", b"v2", b"d2", b""),
+        ids[2]: store.StoredCheckpoint(ids[2], b"s1", f"v1 of {ids[2]}".encode(), b"d1", b"t1"),
     }
     # State without a version for an order never stored is a bug upstream, never silent.
     with pytest.raises(RuntimeError, match="no stored row"):
         async with engine.begin() as conn:
             await store.save_checkpoints(
-                conn, [store.Checkpoint("BB-never-stored", partition, b"s", None, b"d")]
+                conn, [store.Checkpoint("BB-never-stored", partition, b"s", None, b"d", b"")]
             )
