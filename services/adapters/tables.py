@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Identity,
     Integer,
     LargeBinary,
     MetaData,
@@ -47,6 +48,17 @@ evaluator_state = Table(
     # msgpack TrackRows of a quiet order (services/core/batch.py); empty: tracks in `state`
     Column("tracks", LargeBinary, nullable=False, server_default=text("''::bytea")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# What each batch changed in evaluator_state, per partition, not yet folded into it (0007):
+# msgpack [[order_id, state | nil, delivered, tracks], ...]; order versions go to evaluator_state.
+evaluator_changes = Table(
+    "evaluator_changes",
+    metadata,
+    Column("partition", Integer, primary_key=True),
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("changes", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # Alerts decided but not yet on bw.alerts.v1 (transactional outbox).

@@ -3,13 +3,14 @@ core's decisions out, through one Postgres transaction per batch.
 
 Per Kafka partition it holds a `services.core.batch.Partition` with the orders of that
 partition. Each batch writes, in one transaction: the checkpoint of every order whose state
-changed (with the order version it belongs to), the alerts decided (the outbox), and the next
-input offsets. On assignment a partition is rebuilt from that checkpoint and the consumer seeks
-to the stored offsets, so the offsets Kafka keeps for the group are informational only. Any
-failure (Postgres, Kafka, a fenced offset) drops every partition and starts over from the
-checkpoint: nothing is half-applied. Wall-clock timers (signal lost, expiry) are ticked once
-a second and survive restarts because their inputs (last fix received, watch start) are part of
-the checkpoint.
+changed (a row of the change log, see `store`; new order versions beside it), the alerts decided
+(the outbox), and the next input offsets. The transaction runs while the next batch is
+evaluated; one is in flight at a time. On assignment a partition is rebuilt from that
+checkpoint and the consumer seeks to the stored offsets, so the offsets Kafka keeps for the
+group are informational only. Any failure (Postgres, Kafka, a fenced offset) drops every
+partition and starts over from the checkpoint: nothing is half-applied. Wall-clock timers
+(signal lost, expiry) are ticked once a second and survive restarts because their inputs (last
+fix received, watch start) are part of the checkpoint.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ FETCH_RECORDS = 10_000
 # checkpoints per signal, the faster a backlog goes; bounded so that one batch stays well within
 # the consumer's session timeout and its memory small.
 BATCH_RECORDS = 60_000
+# Change log rows per partition between folds into evaluator_state: a fold rewrites a row per
+# order the log names, so rarer folds write fewer rows; a reload replays at most this many.
+FOLD_EVERY_BATCHES = 16
 _encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(OrderState)
 _signal_decoder = msgspec.json.Decoder(wire.OrderSignal)
@@ -88,23 +92,37 @@ class HeldPartition:
     # routes again after a crash (it is at least once). A stream is a partition of the
     # positions topic (its number) or of the device events topic (-1 - its number).
     delivered: dict[str, dict[int, int]] = field(default_factory=dict)
-    # order id -> the order version in force, until it is stored with the order's state (the
-    # stored copy is all a reload needs, so none is held in memory after that)
-    unsaved_versions: dict[str, bytes] = field(default_factory=dict)
+    # order id -> an order version applied by this batch, stored with it (the stored copy is
+    # all a reload needs, so none is held in memory after that)
+    new_versions: dict[str, bytes] = field(default_factory=dict)
+    since_fold: set[int] = field(default_factory=set)  # orders the change log names
+    logged_batches: int = 0  # change log rows since the last fold
     last_tick: float = 0.0
 
-    def checkpoints(self, indices: list[int]) -> list[store.Checkpoint]:
+    def changes(self, dirty: set[int]) -> tuple[bool, list[store.Checkpoint]]:
+        """What this batch writes of the partition: (fold, checkpoints). Usually a row of the
+        change log with what the batch changed; every FOLD_EVERY_BATCHES batches, the full
+        checkpoint of every order the log names, folded into evaluator_state."""
+        fold = self.logged_batches + 1 >= FOLD_EVERY_BATCHES
+        indices = sorted(self.since_fold | dirty if fold else dirty)
         made = []
-        for i, checkpoint in zip(indices, self.core.checkpoint(indices), strict=True):
+        for i, checkpoint in zip(indices, self.core.checkpoint(indices, full=fold), strict=True):
             order_id = self.core.orders[i].order_id
             state, tracks = checkpoint.state, checkpoint.tracks
             made.append(store.Checkpoint(
                 order_id, self.number, None if state is None else _encoder.encode(state),
-                self.unsaved_versions.get(order_id),
+                self.new_versions.get(order_id),
                 _encoder.encode(self.delivered.get(order_id, {})),
                 b"" if tracks is None else _encoder.encode(tracks),
             ))  # fmt: skip
-        return made
+        self.new_versions.clear()
+        if fold:
+            self.since_fold.clear()
+            self.logged_batches = 0
+        elif made:
+            self.since_fold |= dirty
+            self.logged_batches += 1
+        return fold, made
 
     def redelivered(self, signal: wire.OrderSignal, positions_topic: str) -> bool:
         """True for a signal whose source record this order has already evaluated; else the
@@ -231,11 +249,12 @@ class BreachEvaluator:
         started = time.perf_counter()
         async with self.engine.connect() as conn:
             offsets = await store.load_offsets(conn, self.group, self.topics, number)
-            checkpoints = await store.load_checkpoints(conn, number)
+            loaded = await store.load_checkpoints(conn, number)
         held = HeldPartition(number, Partition(self.rules))
         held.offsets = {topic: offsets.get(topic) for topic in self.topics}
+        held.logged_batches = loaded.logged_batches
         now = wall_clock()
-        for checkpoint in checkpoints:
+        for checkpoint in loaded.checkpoints:
             order = compile_order(checkpoint.order_event)
             held.core.restore(
                 order, now, _state_decoder.decode(checkpoint.state),
@@ -243,10 +262,12 @@ class BreachEvaluator:
             )  # fmt: skip
             if checkpoint.delivered:
                 held.delivered[order.order_id] = _delivered_decoder.decode(checkpoint.delivered)
+            if order.order_id in loaded.in_log:
+                held.since_fold.add(held.core.index[order.order_id])
         held.last_tick = now
         self.metrics.observe("partition_load", time.perf_counter() - started)
         log.info("breach_evaluator: partition %s loaded with %s orders", number,
-                 len(checkpoints))  # fmt: skip
+                 len(loaded.checkpoints))  # fmt: skip
         return held
 
     # ------------------------------------------------------------ one batch
@@ -296,11 +317,12 @@ class BreachEvaluator:
                 store.OutgoingAlert(a.order_id, a.alert_id, a.seq, wire.encode(a)) for a in alerts
             ]
             plans.append((held, todo, dirty))
-        checkpoints: list[store.Checkpoint] = []
+        writes: list[tuple[int, bool, list[store.Checkpoint]]] = []
         moves: list[store.OffsetMove] = []
         for held, todo, dirty in plans:
-            checkpoints += held.checkpoints(sorted(dirty))
-            held.unsaved_versions.clear()
+            fold, checkpoints = held.changes(dirty)
+            if checkpoints:
+                writes.append((held.number, fold, checkpoints))
             for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic):
                 moves.append(store.OffsetMove(topic, held.number, held.offsets.get(topic), new))
                 # Where the partition stands once the batch lands; the next batch moves it on
@@ -308,19 +330,22 @@ class BreachEvaluator:
                 held.offsets[topic] = new
         signals = sum(len(todo.signals) for _, todo, _ in plans)
         await self._committed()  # one transaction in flight at a time, in batch order
-        self._commit = asyncio.create_task(
-            self._write(checkpoints, moves, outgoing, signals, started)
-        )
+        self._commit = asyncio.create_task(self._write(writes, moves, outgoing, signals, started))
 
     async def _write(
-        self, checkpoints: list[store.Checkpoint], moves: list[store.OffsetMove],
+        self, writes: list[tuple[int, bool, list[store.Checkpoint]]],
+        moves: list[store.OffsetMove],
         outgoing: list[store.OutgoingAlert], signals: int, started: float,
     ) -> None:  # fmt: skip
         """One batch's transaction. It runs while the next batch is evaluated: Postgres and
         Python each did their share one after the other before, and the process idled a third
         of a catch-up waiting on the database."""
         async with self.engine.begin() as conn:
-            await store.save_checkpoints(conn, checkpoints)
+            for number, fold, checkpoints in writes:
+                if fold:
+                    await store.fold_changes(conn, number, checkpoints)
+                else:
+                    await store.log_changes(conn, number, checkpoints)
             await store.advance_offsets(conn, self.group, moves)
             await store.add_alerts(conn, outgoing)
         if outgoing:
@@ -353,7 +378,7 @@ class BreachEvaluator:
             if known is not None and held.core.orders[known].version >= order.version:
                 continue  # a replayed copy (the relay publishes at least once)
             alerts += held.core.upsert(order, now)
-            held.unsaved_versions[order.order_id] = raw
+            held.new_versions[order.order_id] = raw
             dirty.add(held.core.index[order.order_id])
         return alerts
 

@@ -1,6 +1,11 @@
 """Every SQL statement of the breach evaluator: its checkpoint (state per order, with the order
 version it belongs to), where it stands in its inputs, and the alerts it decided (outbox).
 
+The checkpoint is evaluator_state (a row per order) with a change log in front of it
+(evaluator_changes, a row per partition per batch): a batch appends what it changed, and every
+so many batches the evaluator folds the log into evaluator_state. Reading a partition replays the
+log over its rows.
+
 One transaction per batch holds all three, so a crash at any moment leaves either the whole
 batch or none of it. Offsets are advanced with compare-and-set: an evaluator that lost its
 partition to another (a stalled process, a rebalance it slept through) cannot overwrite the
@@ -12,11 +17,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Integer, String, column, func, select, text, update, values
+import msgspec
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    column,
+    delete,
+    func,
+    select,
+    text,
+    update,
+    values,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.adapters.tables import alert_outbox, consumer_offsets, evaluator_state
+from services.adapters.tables import (
+    alert_outbox,
+    consumer_offsets,
+    evaluator_changes,
+    evaluator_state,
+)
+
+_ChangeRow = tuple[str, bytes | None, bytes, bytes]  # order id, state or nil, delivered, tracks
+_changes_encoder = msgspec.msgpack.Encoder()
+_changes_decoder = msgspec.msgpack.Decoder(list[_ChangeRow])
 
 
 class Fenced(RuntimeError):
@@ -64,16 +90,47 @@ async def load_offsets(
     return {topic: int(offset) for topic, offset in rows.all()}
 
 
-async def load_checkpoints(conn: AsyncConnection, partition: int) -> list[StoredCheckpoint]:
+async def load_checkpoints(conn: AsyncConnection, partition: int) -> LoadedPartition:
+    """The partition's checkpoint: its rows in evaluator_state with the change log replayed
+    over them, in the order the batches wrote it."""
     rows = await conn.execute(
         select(evaluator_state.c.order_id, evaluator_state.c.state, evaluator_state.c.order_event,
                evaluator_state.c.delivered, evaluator_state.c.tracks)
         .where(evaluator_state.c.partition == partition)
     )  # fmt: skip
-    return [
-        StoredCheckpoint(order_id, bytes(state), bytes(event), bytes(delivered), bytes(tracks))
+    orders = {
+        order_id: StoredCheckpoint(
+            order_id, bytes(state), bytes(event), bytes(delivered), bytes(tracks)
+        )
         for order_id, state, event, delivered, tracks in rows
-    ]
+    }
+    logged = await conn.execute(
+        select(evaluator_changes.c.changes)
+        .where(evaluator_changes.c.partition == partition)
+        .order_by(evaluator_changes.c.id)
+    )  # fmt: skip
+    batches = 0
+    in_log: set[str] = set()
+    for (blob,) in logged:
+        batches += 1
+        for order_id, state, delivered, tracks in _changes_decoder.decode(blob):
+            known = orders.get(order_id)
+            if known is None:  # its version went to evaluator_state with its first log row
+                raise RuntimeError(f"the change log of partition {partition} names {order_id}, "
+                                   "which evaluator_state lacks")  # fmt: skip
+            orders[order_id] = StoredCheckpoint(
+                order_id, known.state if state is None else state, known.order_event,
+                delivered, tracks,
+            )  # fmt: skip
+            in_log.add(order_id)
+    return LoadedPartition(list(orders.values()), batches, in_log)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPartition:
+    checkpoints: list[StoredCheckpoint]
+    logged_batches: int  # change log rows not yet folded into evaluator_state
+    in_log: set[str]  # order ids the change log names
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +180,8 @@ async def save_checkpoints(conn: AsyncConnection, checkpoints: Sequence[Checkpoi
     """Each batch checkpoints about one order per signal, so this is the evaluator's hottest
     statement: the rows go as arrays in one statement (no per-row work in SQLAlchemy), and the
     order version and the state, the bulk of a row, only when they changed."""
-    fresh = [c for c in checkpoints if c.order_event is not None]
+    await _upsert_with_versions(conn, [c for c in checkpoints if c.order_event is not None])
     known = [c for c in checkpoints if c.order_event is None]
-    if fresh:
-        if any(c.state is None for c in fresh):
-            raise ValueError("an order stored for the first time needs its state")
-        await conn.execute(_UPSERT_WITH_VERSION, {
-            "partitions": [c.partition for c in fresh], "order_ids": [c.order_id for c in fresh],
-            "states": [c.state for c in fresh], "events": [c.order_event for c in fresh],
-            "delivered": [c.delivered for c in fresh], "tracks": [c.tracks for c in fresh],
-        })  # fmt: skip
     if known:
         result = await conn.execute(_UPDATE_STATE, {
             "partitions": [c.partition for c in known], "order_ids": [c.order_id for c in known],
@@ -141,6 +190,18 @@ async def save_checkpoints(conn: AsyncConnection, checkpoints: Sequence[Checkpoi
         })  # fmt: skip
         if result.rowcount != len(known):
             raise RuntimeError("a checkpoint without its order version has no stored row")
+
+
+async def _upsert_with_versions(conn: AsyncConnection, fresh: Sequence[Checkpoint]) -> None:
+    if not fresh:
+        return
+    if any(c.state is None for c in fresh):
+        raise ValueError("an order stored with a new version needs its state")
+    await conn.execute(_UPSERT_WITH_VERSION, {
+        "partitions": [c.partition for c in fresh], "order_ids": [c.order_id for c in fresh],
+        "states": [c.state for c in fresh], "events": [c.order_event for c in fresh],
+        "delivered": [c.delivered for c in fresh], "tracks": [c.tracks for c in fresh],
+    })  # fmt: skip
 
 
 _UPSERT_WITH_VERSION = text(
@@ -167,6 +228,29 @@ _UPDATE_STATE = text(
     WHERE s.order_id = v.order_id
     """
 )
+
+
+async def log_changes(
+    conn: AsyncConnection, partition: int, checkpoints: Sequence[Checkpoint]
+) -> None:
+    """One batch's checkpoints of one partition as a single row of the change log. New order
+    versions also go to evaluator_state (with the state they start from): they are rare, and
+    this way the log never has to carry them. Replayed, the log row of the same batch restores
+    that order's state over its evaluator_state row, so the order of writes does not matter."""
+    await _upsert_with_versions(conn, [c for c in checkpoints if c.order_event is not None])
+    blob = _changes_encoder.encode(
+        [(c.order_id, c.state, c.delivered, c.tracks) for c in checkpoints]
+    )
+    await conn.execute(insert(evaluator_changes).values(partition=partition, changes=blob))
+
+
+async def fold_changes(
+    conn: AsyncConnection, partition: int, checkpoints: Sequence[Checkpoint]
+) -> None:
+    """Fold the change log into evaluator_state: `checkpoints` must hold every order the log
+    names, with its full state."""
+    await save_checkpoints(conn, checkpoints)
+    await conn.execute(delete(evaluator_changes).where(evaluator_changes.c.partition == partition))
 
 
 async def add_alerts(conn: AsyncConnection, alerts: Sequence[OutgoingAlert]) -> None:

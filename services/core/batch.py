@@ -217,10 +217,11 @@ class Partition:
             last_started=dict(state.last_started),
         )  # fmt: skip
 
-    def checkpoint(self, indices: Sequence[int]) -> list[OrderCheckpoint]:
+    def checkpoint(self, indices: Sequence[int], *, full: bool = False) -> list[OrderCheckpoint]:
         """What a checkpoint of these orders must store beyond the previous one: the state only
-        where its objects changed, the tracks of quiet orders as rows of their columns. Restore
-        with `restore`; an order is restored from its newest state and newest tracks."""
+        where its objects changed (always, if `full`), the tracks of quiet orders as rows of
+        their columns. Restore with `restore`; an order is restored from its newest state and
+        newest tracks."""
         hot = self._orders.col["hot"]
         cold = [i for i in indices if not hot[i]]
         rows = np.asarray([slot for i in cold for slot in self._order_slots[i]], dtype=np.int64)
@@ -236,7 +237,7 @@ class Partition:
             tracks[i] = TrackRows(devices, matrix[at : at + len(slots)].tobytes())
             at += len(slots)
         made = [
-            OrderCheckpoint(self.states[i] if i in self._restated else None, tracks.get(i))
+            OrderCheckpoint(self.states[i] if full or i in self._restated else None, tracks.get(i))
             for i in indices
         ]
         self._restated.difference_update(indices)
@@ -496,10 +497,12 @@ class Partition:
         touched: set[int] = set()
         for i in np.flatnonzero(due).tolist():
             self._hold_as_objects(i)
+            ended = self.states[i].ended
             self.states[i], out = tick(self.states[i], self.orders[i], now, self.rules)
             self._settle(i)
             self._restated.add(i)
-            if out:
+            # An order ending with no episode open decides nothing, yet its state changed.
+            if out or self.states[i].ended != ended:
                 alerts += out
                 touched.add(i)
         return alerts, touched

@@ -45,14 +45,18 @@ async def start_evaluator(
 
 
 async def progress(settings: Settings) -> tuple[int, int, int]:
-    """(signals the evaluator has committed, orders checkpointed, alerts not yet published)."""
+    """(signals the evaluator has committed, order records committed, alerts not yet
+    published). A record is committed in the transaction that checkpoints what it changed."""
     conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
     try:
         done = await conn.fetchval(
             "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE topic = $1",
             settings.topic("order-signals.v1"),
         )
-        held = await conn.fetchval("SELECT count(*) FROM evaluator_state")
+        held = await conn.fetchval(
+            "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE topic = $1",
+            settings.topic("protection-orders.v1"),
+        )
         unpublished = await conn.fetchval(
             "SELECT count(*) FROM alert_outbox WHERE published_at IS NULL"
         )

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.adapters.database import make_engine
 from services.adapters.settings import Settings
+from services.adapters.tables import evaluator_state
 from services.breach_evaluator import store
 from services.breach_evaluator.store import Fenced, OffsetMove
 
@@ -76,7 +78,9 @@ async def test_a_checkpoint_keeps_the_stored_version_and_state_when_it_carries_n
             store.Checkpoint(ids[1], partition, b"s2", b"v2", b"d2", b""),
         ])  # fmt: skip
     async with engine.connect() as conn:
-        loaded = {c.order_id: c for c in await store.load_checkpoints(conn, partition)}
+        loaded = {
+            c.order_id: c for c in (await store.load_checkpoints(conn, partition)).checkpoints
+        }
     assert loaded == {
         ids[0]: store.StoredCheckpoint(ids[0], b"s1", f"v1 of {ids[0]}".encode(), b"d2", b"t2"),
         ids[1]: store.StoredCheckpoint(ids[1], b"s2", b"v2", b"d2", b""),
@@ -88,3 +92,46 @@ async def test_a_checkpoint_keeps_the_stored_version_and_state_when_it_carries_n
             await store.save_checkpoints(
                 conn, [store.Checkpoint("BB-never-stored", partition, b"s", None, b"d", b"")]
             )
+
+
+async def test_the_change_log_replays_over_the_state_rows_and_folds_into_them(
+    engine: AsyncEngine,
+) -> None:
+    partition = 2000 + id(engine) % 1000
+    a, b = f"BB-log-{partition}-a", f"BB-log-{partition}-b"
+    async with engine.begin() as conn:  # a was folded before; b is new in this batch
+        await store.save_checkpoints(conn, [store.Checkpoint(a, partition, b"sa1", b"va1",
+                                                             b"da1", b"ta1")])  # fmt: skip
+        await store.log_changes(conn, partition, [
+            store.Checkpoint(a, partition, None, None, b"da2", b"ta2"),  # tracks moved
+            store.Checkpoint(b, partition, b"sb1", b"vb1", b"db1", b""),  # new
+        ])  # fmt: skip
+    async with engine.connect() as conn:  # only a new version went to evaluator_state itself
+        rows = await conn.execute(
+            select(evaluator_state.c.order_id, evaluator_state.c.delivered)
+            .where(evaluator_state.c.partition == partition)
+        )  # fmt: skip
+        assert dict(rows.all()) == {a: b"da1", b: b"db1"}
+    async with engine.begin() as conn:
+        await store.log_changes(conn, partition, [
+            store.Checkpoint(a, partition, b"sa3", b"va3", b"da3", b""),  # amended, hot
+        ])  # fmt: skip
+    async with engine.connect() as conn:
+        loaded = await store.load_checkpoints(conn, partition)
+    expected = {
+        a: store.StoredCheckpoint(a, b"sa3", b"va3", b"da3", b""),
+        b: store.StoredCheckpoint(b, b"sb1", b"vb1", b"db1", b""),
+    }
+    assert {c.order_id: c for c in loaded.checkpoints} == expected
+    assert (loaded.logged_batches, loaded.in_log) == (2, {a, b})
+
+    async with engine.begin() as conn:  # the fold: full checkpoints of every order the log names
+        await store.fold_changes(conn, partition, [
+            store.Checkpoint(a, partition, b"sa3", None, b"da4", b""),
+            store.Checkpoint(b, partition, b"sb1", None, b"db1", b""),
+        ])  # fmt: skip
+    async with engine.connect() as conn:
+        folded = await store.load_checkpoints(conn, partition)
+    expected[a] = store.StoredCheckpoint(a, b"sa3", b"va3", b"da4", b"")
+    assert {c.order_id: c for c in folded.checkpoints} == expected
+    assert (folded.logged_batches, folded.in_log) == (0, set())
