@@ -99,11 +99,15 @@ class HeldPartition:
     logged_batches: int = 0  # change log rows since the last fold
     last_tick: float = 0.0
 
-    def changes(self, dirty: set[int]) -> tuple[bool, list[store.Checkpoint]]:
+    def changes(self, dirty: set[int], idle: bool) -> tuple[bool, list[store.Checkpoint]]:
         """What this batch writes of the partition: (fold, checkpoints). Usually a row of the
-        change log with what the batch changed; every FOLD_EVERY_BATCHES batches, the full
-        checkpoint of every order the log names, folded into evaluator_state."""
-        fold = self.logged_batches + 1 >= FOLD_EVERY_BATCHES
+        change log with what the batch changed; every FOLD_EVERY_BATCHES batches, and when the
+        partition is idle (a tick without records), the full checkpoint of every order the log
+        names, folded into evaluator_state. Folding when idle keeps the fold after a catch-up,
+        a row for every order caught up, from landing on the first fixes of live traffic."""
+        fold = self.logged_batches > 0 and (
+            self.logged_batches + 1 >= FOLD_EVERY_BATCHES or (idle and not dirty)
+        )
         indices = sorted(self.since_fold | dirty if fold else dirty)
         made = []
         for i, checkpoint in zip(indices, self.core.checkpoint(indices, full=fold), strict=True):
@@ -320,7 +324,7 @@ class BreachEvaluator:
         writes: list[tuple[int, bool, list[store.Checkpoint]]] = []
         moves: list[store.OffsetMove] = []
         for held, todo, dirty in plans:
-            fold, checkpoints = held.changes(dirty)
+            fold, checkpoints = held.changes(dirty, idle=not (todo.orders or todo.signals))
             if checkpoints:
                 writes.append((held.number, fold, checkpoints))
             for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic):
