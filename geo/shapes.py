@@ -45,8 +45,6 @@ class Shape(Protocol):
 
     def signed_distance(self, lat: float, lon: float, within: float) -> float: ...
 
-    def as_geojson(self) -> dict[str, Any]: ...
-
 
 class CircleShape:
     __slots__ = ("kx", "ky", "lat0", "lon0", "radius_m")
@@ -70,17 +68,15 @@ class CircleShape:
         dy = (lat - self.lat0) * self.ky
         return math.sqrt(dx * dx + dy * dy) - self.radius_m
 
-    def as_geojson(self) -> dict[str, Any]:
-        return {"type": "Point", "coordinates": [self.lon0, self.lat0], "radius_m": self.radius_m}
-
 
 class PolygonShape:
     """A Polygon or MultiPolygon in its own local metric plane, prepared for repeated queries."""
 
-    __slots__ = ("_boundary", "_geojson", "_metric", "bounds", "plane", "xy_bounds")
+    # No copy of the GeoJSON it came from: at 100k orders that was ~60 MB nobody read (the
+    # order's own record keeps it).
+    __slots__ = ("_boundary", "_metric", "bounds", "plane", "xy_bounds")
 
-    def __init__(self, geojson: dict[str, Any], metric: Polygon | MultiPolygon, plane: LocalPlane):
-        self._geojson = geojson
+    def __init__(self, metric: Polygon | MultiPolygon, plane: LocalPlane):
         self.plane = plane
         self._metric = metric
         self._boundary = metric.boundary
@@ -105,9 +101,6 @@ class PolygonShape:
         point = shapely.Point(x, y)
         edge = float(shapely.distance(self._boundary, point))
         return -edge if bool(shapely.contains_xy(self._metric, x, y)) else edge
-
-    def as_geojson(self) -> dict[str, Any]:
-        return self._geojson
 
 
 # ---------------------------------------------------------------- compilation
@@ -191,7 +184,7 @@ def compile_polygon(geometry: dict[str, Any]) -> PolygonShape:
         raise ZoneGeometryError(
             "geometry.coordinates", f"zone is wider than {MAX_EXTENT_M / 1000:.0f} km"
         )
-    return PolygonShape(geometry, metric, plane)
+    return PolygonShape(metric, plane)
 
 
 def compile_circle(geometry: dict[str, Any], radius_m: float | None) -> CircleShape:
