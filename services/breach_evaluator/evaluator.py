@@ -350,8 +350,9 @@ class BreachEvaluator:
             for number, fold, checkpoints in writes:
                 if fold:
                     await store.fold_changes(conn, number, checkpoints)
-                else:
-                    await store.log_changes(conn, number, checkpoints)
+            await store.log_changes(conn, [
+                (number, checkpoints) for number, fold, checkpoints in writes if not fold
+            ])  # fmt: skip
             await store.advance_offsets(conn, self.group, moves)
             await store.add_alerts(conn, outgoing)
         if outgoing:

@@ -231,17 +231,24 @@ _UPDATE_STATE = text(
 
 
 async def log_changes(
-    conn: AsyncConnection, partition: int, checkpoints: Sequence[Checkpoint]
+    conn: AsyncConnection, batches: Sequence[tuple[int, Sequence[Checkpoint]]]
 ) -> None:
-    """One batch's checkpoints of one partition as a single row of the change log. New order
+    """One batch's checkpoints as a row of the change log per partition, all in one statement
+    (a batch of live traffic touches most partitions with a few signals each). New order
     versions also go to evaluator_state (with the state they start from): they are rare, and
     this way the log never has to carry them. Replayed, the log row of the same batch restores
     that order's state over its evaluator_state row, so the order of writes does not matter."""
-    await _upsert_with_versions(conn, [c for c in checkpoints if c.order_event is not None])
-    blob = _changes_encoder.encode(
-        [(c.order_id, c.state, c.delivered, c.tracks) for c in checkpoints]
+    if not batches:
+        return
+    await _upsert_with_versions(
+        conn, [c for _, checkpoints in batches for c in checkpoints if c.order_event is not None]
     )
-    await conn.execute(insert(evaluator_changes).values(partition=partition, changes=blob))
+    await conn.execute(insert(evaluator_changes).values([
+        {"partition": partition, "changes": _changes_encoder.encode(
+            [(c.order_id, c.state, c.delivered, c.tracks) for c in checkpoints]
+        )}
+        for partition, checkpoints in batches
+    ]))  # fmt: skip
 
 
 async def fold_changes(

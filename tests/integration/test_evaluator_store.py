@@ -102,10 +102,10 @@ async def test_the_change_log_replays_over_the_state_rows_and_folds_into_them(
     async with engine.begin() as conn:  # a was folded before; b is new in this batch
         await store.save_checkpoints(conn, [store.Checkpoint(a, partition, b"sa1", b"va1",
                                                              b"da1", b"ta1")])  # fmt: skip
-        await store.log_changes(conn, partition, [
+        await store.log_changes(conn, [(partition, [
             store.Checkpoint(a, partition, None, None, b"da2", b"ta2"),  # tracks moved
             store.Checkpoint(b, partition, b"sb1", b"vb1", b"db1", b""),  # new
-        ])  # fmt: skip
+        ])])  # fmt: skip
     async with engine.connect() as conn:  # only a new version went to evaluator_state itself
         rows = await conn.execute(
             select(evaluator_state.c.order_id, evaluator_state.c.delivered)
@@ -113,9 +113,9 @@ async def test_the_change_log_replays_over_the_state_rows_and_folds_into_them(
         )  # fmt: skip
         assert dict(rows.all()) == {a: b"da1", b: b"db1"}
     async with engine.begin() as conn:
-        await store.log_changes(conn, partition, [
+        await store.log_changes(conn, [(partition, [
             store.Checkpoint(a, partition, b"sa3", b"va3", b"da3", b""),  # amended, hot
-        ])  # fmt: skip
+        ])])  # fmt: skip
     async with engine.connect() as conn:
         loaded = await store.load_checkpoints(conn, partition)
     expected = {
