@@ -87,7 +87,8 @@ def compile_order(raw: bytes) -> CompiledOrder:
 class HeldPartition:
     number: int
     core: Partition
-    offsets: dict[str, int | None] = field(default_factory=dict)  # as stored in Postgres
+    # where each input stands once the batch in flight has landed (Postgres has the rest)
+    offsets: dict[str, int | None] = field(default_factory=dict)
     # order id -> {input stream: last source offset evaluated}, to drop the signals fix_router
     # routes again after a crash (it is at least once). A stream is a partition of the
     # positions topic (its number) or of the device events topic (-1 - its number).
@@ -102,7 +103,7 @@ class HeldPartition:
     def changes(self, dirty: set[int], idle: bool) -> tuple[bool, list[store.Checkpoint]]:
         """What this batch writes of the partition: (fold, checkpoints). Usually a row of the
         change log with what the batch changed; every FOLD_EVERY_BATCHES batches, and when the
-        partition is idle (a tick without records), the full checkpoint of every order the log
+        input is idle (the fetch came back empty), the full checkpoint of every order the log
         names, folded into evaluator_state. Folding when idle keeps the fold after a catch-up,
         a row for every order caught up, from landing on the first fixes of live traffic."""
         fold = self.logged_batches > 0 and (
@@ -219,8 +220,10 @@ class BreachEvaluator:
         finally:
             if self._commit is not None:  # failed before it landed: Postgres has the truth
                 self._commit.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._commit
+                # wait() raises neither the batch's failure nor its cancellation, only ours
+                await asyncio.wait([self._commit])
+                if not self._commit.cancelled():
+                    self._commit.exception()  # retrieved: the failure that matters is raised
                 self._commit = None
             self.held.clear()
             await producer.stop()

@@ -177,9 +177,9 @@ async def advance_offsets(conn: AsyncConnection, group: str, moves: Sequence[Off
 
 
 async def save_checkpoints(conn: AsyncConnection, checkpoints: Sequence[Checkpoint]) -> None:
-    """Each batch checkpoints about one order per signal, so this is the evaluator's hottest
-    statement: the rows go as arrays in one statement (no per-row work in SQLAlchemy), and the
-    order version and the state, the bulk of a row, only when they changed."""
+    """Checkpoints into evaluator_state, as arrays in one statement per kind (no per-row work in
+    SQLAlchemy): a fold writes a row per order the change log names. The order version and the
+    state, the bulk of a row, go only when they changed."""
     await _upsert_with_versions(conn, [c for c in checkpoints if c.order_event is not None])
     known = [c for c in checkpoints if c.order_event is None]
     if known:

@@ -203,7 +203,8 @@ class Partition:
         return alerts
 
     def export_state(self, i: int) -> OrderState:
-        """The full state of one order, tracks included: what a checkpoint stores."""
+        """A copy of the full state of one order, tracks included, as `evaluate` one signal at a
+        time would hold it (checkpoints use `checkpoint`, which stores only what changed)."""
         state = self.states[i]
         return OrderState(
             order_id=state.order_id, version=state.version, watch_since=state.watch_since,
