@@ -28,7 +28,7 @@ from services.alert_dispatcher import api as dispatcher_api
 from services.alert_dispatcher.dispatcher import AlertDispatcher
 from services.alert_dispatcher.dossier import DossierService
 from services.alert_dispatcher.service import DispatchService
-from services.breach_evaluator.evaluator import BreachEvaluator
+from services.breach_evaluator.evaluator import ALERT_RELAY_GRACE_S, BreachEvaluator
 from services.fix_router.router import FixRouter
 from services.http_support import install_error_answers, no_unknown_query, openapi_document
 from services.order_ingest import api as order_api
@@ -84,10 +84,12 @@ def create_app(settings: Settings, *, services: Collection[str] = ("ingest",)) -
             app.state.evaluator = evaluator
             app.state.metrics.append(evaluator.metrics)
             app.state.readiness.append(("breach_evaluator", evaluator.ready))
+            # The evaluator publishes its alerts itself; this relay publishes the rows a crash or
+            # a broker outage left unmarked, of this process or of one that died.
             app.state.alert_relay = OutboxRelay(
                 sessions, await producer("bw-alert-relay"), alert_outbox,
                 key_column="order_id", topic=settings.topic("alerts.v1"),
-                wake=evaluator.alerts_committed,
+                min_age_s=ALERT_RELAY_GRACE_S, idle_s=1.0,
             )  # fmt: skip
             tasks += [
                 asyncio.create_task(evaluator.run(stop), name="breach-evaluator"),

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TypeAlias
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import (
@@ -18,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from services.adapters.settings import Settings
+
+DriverConnection: TypeAlias = asyncpg.Connection
 
 
 def make_engine(settings: Settings, *, pool_size: int = 10) -> AsyncEngine:
@@ -40,6 +44,17 @@ async def transaction(
 ) -> AsyncIterator[AsyncSession]:
     async with sessions() as session, session.begin():
         yield session
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[DriverConnection]:
+    """A pooled connection's own asyncpg connection, held for as long as the caller runs: for
+    a hot path that calls one prepared statement per unit of work, with no SQLAlchemy compile,
+    no transaction block and no pre-ping around each call. When the connection breaks, the call
+    fails and the caller starts over with a new one."""
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        yield raw.driver_connection
 
 
 def alembic_config(database_url: str) -> Config:

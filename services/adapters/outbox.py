@@ -2,9 +2,11 @@
 
 Rows are claimed with `FOR UPDATE SKIP LOCKED`, and only the oldest unpublished row of each key
 is claimable, so two relays can run side by side without publishing one key's rows out of order
-(a later row of a key waits until the earlier one is marked). At least once on the wire: a relay
-that dies after Kafka's ack but before its commit publishes those rows again, and consumers
-deduplicate (order events by event id and version, alerts by alert id and seq).
+(a later row of a key waits until the earlier one is marked). The evaluator publishes its alerts
+itself as soon as they land; its relay only picks up what that left behind (see `min_age_s`).
+At least once on the wire: a relay that dies after Kafka's ack but before its commit publishes
+those rows again, and consumers deduplicate (order events by event id and version, alerts by
+alert id and seq).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Table, exists, func, select
@@ -35,6 +38,7 @@ class OutboxRelay:
         batch_size: int = 500,
         idle_s: float = 0.02,
         wake: asyncio.Event | None = None,
+        min_age_s: float = 0.0,
     ) -> None:
         self._sessions, self._producer, self._table = sessions, producer, table
         self._key, self._topic = table.c[key_column], topic
@@ -44,9 +48,15 @@ class OutboxRelay:
         self._wake = wake or asyncio.Event()
         self.published = 0
         earlier = table.alias("earlier")
+        # A relay behind a writer that publishes its own rows (the evaluator) is its safety net:
+        # it leaves rows alone until they are `min_age_s` old, so the two rarely both send one.
+        old_enough = (
+            [table.c.created_at <= func.now() - timedelta(seconds=min_age_s)] if min_age_s else []
+        )
         self._claim = (
             select(table.c.id, self._key, table.c.payload)
             .where(
+                *old_enough,
                 table.c.published_at.is_(None),
                 ~exists().where(
                     earlier.c[key_column] == self._key,

@@ -2,25 +2,29 @@
 core's decisions out, through one Postgres transaction per batch.
 
 Per Kafka partition it holds a `services.core.batch.Partition` with the orders of that
-partition. Each batch writes, in one transaction: the checkpoint of every order whose state
-changed (a row of the change log, see `store`; new order versions beside it), the alerts decided
-(the outbox), and the next input offsets. The transaction runs while the next batch is
-evaluated; one is in flight at a time. On assignment a partition is rebuilt from that
-checkpoint and the consumer seeks to the stored offsets, so the offsets Kafka keeps for the
-group are informational only. Any failure (Postgres, Kafka, a fenced offset) drops every
-partition and starts over from the checkpoint: nothing is half-applied. Wall-clock timers
-(signal lost, expiry) are ticked once a second and survive restarts because their inputs (last
-fix received, watch start) are part of the checkpoint.
+partition. Each batch writes, in one statement (a transaction of its own): the checkpoint of
+every order whose state changed (a row of the change log, see `store`; new order versions beside
+it), the alerts decided (the outbox), and the next input offsets. The write runs while the next
+batch is evaluated; one is in flight at a time. Once it has landed, the batch's alerts go to
+Kafka straight away; the outbox relay is the safety net for those a crash left unsent. On
+assignment a partition is rebuilt from that checkpoint and the consumer seeks to the stored
+offsets, so the offsets Kafka keeps for the group are informational only. Any failure
+(Postgres, Kafka, a fenced offset) drops every partition and starts over from the checkpoint:
+nothing is half-applied. Wall-clock timers (signal lost, expiry) are ticked once a second and
+survive restarts because their inputs (last fix received, watch start) are part of the
+checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -30,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from geo.shapes import ZoneGeometryError
 from schemas import wire
+from services.adapters.database import DriverConnection, driver_connection
 from services.adapters.kafka import (
     StallWatch,
     consumer_lag,
@@ -48,6 +53,7 @@ from services.core.batch import Partition, TrackRows
 log = logging.getLogger(__name__)
 SERVICE = "breach_evaluator"
 TICK_EVERY_S = 1.0
+KAFKA_COMMIT_EVERY_S = 1.0
 FETCH_RECORDS = 10_000
 # Catch-up batch size: a checkpoint costs about as much as evaluating a signal, so the fewer
 # checkpoints per signal, the faster a backlog goes; bounded so that one batch stays well within
@@ -56,6 +62,10 @@ BATCH_RECORDS = 60_000
 # Change log rows per partition between folds into evaluator_state: a fold rewrites a row per
 # order the log names, so rarer folds write fewer rows; a reload replays at most this many.
 FOLD_EVERY_BATCHES = 16
+# Alerts the evaluator sent but could not mark published (it died, the broker was away) are
+# left to the outbox relay once this old: long enough that the relay never races a healthy
+# evaluator (marks land within a second, with the next batch or tick), short for a control room.
+ALERT_RELAY_GRACE_S = 5.0
 _encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(OrderState)
 _signal_decoder = msgspec.json.Decoder(wire.OrderSignal)
@@ -165,14 +175,17 @@ class BreachEvaluator:
         self.signals_topic = settings.topic("order-signals.v1")
         self.positions_topic = settings.topic("positions.v1")
         self.orders_topic = settings.topic("protection-orders.v1")
+        self.alerts_topic = settings.topic("alerts.v1")
         self.topics = (self.signals_topic, self.orders_topic)
         # One group per topic prefix: deployments (and test runs) sharing a broker stay apart.
         self.group = f"{settings.topic_prefix}breach-evaluator"
         self.held: dict[int, HeldPartition] = {}
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self.ready = asyncio.Event()
-        self.alerts_committed = asyncio.Event()  # wakes the alert relay of this process
-        self._commit: asyncio.Task[None] | None = None  # the batch transaction in flight
+        self._commit: asyncio.Task[None] | None = None  # the batch write in flight
+        # Alerts this process published straight after their batch landed: (outbox id, the
+        # broker's answer). Acknowledged ones are marked published by the next batch's write.
+        self._publishing: list[tuple[int, asyncio.Future[Any]]] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         await run_with_restarts(
@@ -187,36 +200,11 @@ class BreachEvaluator:
             max_poll_records=FETCH_RECORDS,
         )  # fmt: skip
         self.held.clear()
+        self._publishing.clear()  # unmarked rows of a run that failed: the relay's, after a while
         await producer.start()
         try:
-            consumer.subscribe(list(self.topics), listener=_Rebalance(self, consumer))
-            await consumer.start()
-            self.ready.set()
-            committing: asyncio.Task[None] | None = None
-            watch = StallWatch()
-            try:
-                while not stop.is_set():
-                    fetched = await _fetch(consumer)
-                    if fetched:
-                        watch.moved()
-                    else:
-                        await watch.idle(consumer)
-                    async with self.lock:
-                        await self._process(fetched, producer, consumer)
-                        self.metrics.set("consumer_lag", consumer_lag(consumer, {
-                            TopicPartition(topic, held.number): offset
-                            for held in self.held.values()
-                            for topic, offset in held.offsets.items() if offset is not None
-                        }))  # fmt: skip
-                    if fetched and (committing is None or committing.done()):
-                        # Informational only (lag as Kafka sees it): the truth is in Postgres,
-                        # so this runs beside the loop and a failure is of no consequence.
-                        offsets = {tp: recs[-1].offset + 1 for tp, recs in fetched.items()}
-                        committing = asyncio.create_task(_commit_quietly(consumer, offsets))
-                await self._committed()
-            finally:
-                self.ready.clear()
-                await consumer.stop()
+            async with driver_connection(self.engine) as db:
+                await self._consume(stop, consumer, producer, db)
         finally:
             if self._commit is not None:  # failed before it landed: Postgres has the truth
                 self._commit.cancel()
@@ -227,6 +215,48 @@ class BreachEvaluator:
                 self._commit = None
             self.held.clear()
             await producer.stop()
+
+    async def _consume(
+        self, stop: asyncio.Event, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+        db: DriverConnection,
+    ) -> None:  # fmt: skip
+        consumer.subscribe(list(self.topics), listener=_Rebalance(self, consumer))
+        await consumer.start()
+        self.ready.set()
+        committing: asyncio.Task[None] | None = None
+        committed_at = 0.0
+        uncommitted: dict[TopicPartition, int] = {}
+        watch = StallWatch()
+        try:
+            while not stop.is_set():
+                fetched = await _fetch(consumer)
+                if fetched:
+                    watch.moved()
+                else:
+                    await watch.idle(consumer)
+                async with self.lock:
+                    await self._process(fetched, producer, consumer, db)
+                    self.metrics.set("consumer_lag", consumer_lag(consumer, {
+                        TopicPartition(topic, held.number): offset
+                        for held in self.held.values()
+                        for topic, offset in held.offsets.items() if offset is not None
+                    }))  # fmt: skip
+                uncommitted.update({tp: recs[-1].offset + 1 for tp, recs in fetched.items()})
+                now = time.monotonic()
+                if (
+                    uncommitted
+                    and now - committed_at >= KAFKA_COMMIT_EVERY_S
+                    and (committing is None or committing.done())
+                ):
+                    # Informational only (lag as Kafka sees it): the truth is in Postgres, so
+                    # this runs beside the loop, once a second rather than a round trip to the
+                    # broker per batch, and a failure is of no consequence.
+                    committing = asyncio.create_task(_commit_quietly(consumer, uncommitted))
+                    uncommitted, committed_at = {}, now
+            await self._committed()
+        finally:
+            self.ready.clear()
+            await consumer.stop()
 
     # ------------------------------------------------------------ partitions
 
@@ -281,7 +311,7 @@ class BreachEvaluator:
 
     async def _process(
         self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-        producer: AIOKafkaProducer, consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, db: DriverConnection,
     ) -> None:  # fmt: skip
         now = wall_clock()
         work: dict[int, _Work] = defaultdict(_Work)
@@ -324,45 +354,61 @@ class BreachEvaluator:
                 store.OutgoingAlert(a.order_id, a.alert_id, a.seq, wire.encode(a)) for a in alerts
             ]
             plans.append((held, todo, dirty))
-        writes: list[tuple[int, bool, list[store.Checkpoint]]] = []
+        logged: list[tuple[int, list[store.Checkpoint]]] = []
+        folded: list[tuple[int, list[store.Checkpoint]]] = []
         moves: list[store.OffsetMove] = []
         for held, todo, dirty in plans:
             # Idle: the fetch came back empty. Not a partition missing from one fetch: in a
             # catch-up that happens all the time, and a fold there costs a row per order.
             fold, checkpoints = held.changes(dirty, idle=not fetched)
             if checkpoints:
-                writes.append((held.number, fold, checkpoints))
+                (folded if fold else logged).append((held.number, checkpoints))
             for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic):
                 moves.append(store.OffsetMove(topic, held.number, held.offsets.get(topic), new))
                 # Where the partition stands once the batch lands; the next batch moves it on
                 # from here. Should the commit fail, every partition is reloaded from Postgres.
                 held.offsets[topic] = new
         signals = sum(len(todo.signals) for _, todo, _ in plans)
-        await self._committed()  # one transaction in flight at a time, in batch order
-        self._commit = asyncio.create_task(self._write(writes, moves, outgoing, signals, started))
+        await self._committed()
+        batch = store.BatchWrite(self.group, moves, logged, folded, outgoing)
+        self._commit = asyncio.create_task(self._write(db, producer, batch, signals, started))
 
     async def _write(
-        self, writes: list[tuple[int, bool, list[store.Checkpoint]]],
-        moves: list[store.OffsetMove],
-        outgoing: list[store.OutgoingAlert], signals: int, started: float,
+        self, db: DriverConnection, producer: AIOKafkaProducer, batch: store.BatchWrite,
+        signals: int, started: float,
     ) -> None:  # fmt: skip
-        """One batch's transaction. It runs while the next batch is evaluated: Postgres and
-        Python each did their share one after the other before, and the process idled a third
-        of a catch-up waiting on the database."""
-        async with self.engine.begin() as conn:
-            for number, fold, checkpoints in writes:
-                if fold:
-                    await store.fold_changes(conn, number, checkpoints)
-            await store.log_changes(conn, [
-                (number, checkpoints) for number, fold, checkpoints in writes if not fold
-            ])  # fmt: skip
-            await store.advance_offsets(conn, self.group, moves)
-            await store.add_alerts(conn, outgoing)
-        if outgoing:
-            self.alerts_committed.set()
+        """One batch's write, then its alerts straight to Kafka. It runs while the next batch
+        is evaluated: Postgres and Python each did their share one after the other before, and
+        the process idled a third of a catch-up waiting on the database.
+
+        The alerts go out only once their batch has landed (an alert never runs ahead of the
+        state that decided it), in batch order, without waiting for the broker: the next write
+        marks the acknowledged ones published. Rows left unmarked (a crash, a broker away) are
+        published by the outbox relay once they are older than its grace period."""
+        batch = dataclasses.replace(batch, published=self._acknowledged())
+        if not batch:
+            return
+        ids = await store.commit_batch(db, batch)
         self.metrics.inc("signals_total", signals)
-        self.metrics.inc("alerts_total", len(outgoing))
+        self.metrics.inc("alerts_total", len(batch.alerts))
         self.metrics.observe("batch_commit", time.perf_counter() - started)
+        for outbox_id, alert in zip(ids, batch.alerts, strict=True):
+            sent = await producer.send(self.alerts_topic, alert.payload,
+                                       key=alert.order_id.encode())  # fmt: skip
+            self._publishing.append((outbox_id, sent))
+
+    def _acknowledged(self) -> list[int]:
+        """Outbox ids of the alerts the broker has acknowledged since the last write."""
+        done, waiting = [], []
+        for outbox_id, sent in self._publishing:
+            if not sent.done():
+                waiting.append((outbox_id, sent))
+            elif sent.cancelled() or sent.exception() is not None:
+                self.metrics.inc("alerts_left_to_relay_total")  # the relay publishes it later
+            else:
+                done.append(outbox_id)
+        self._publishing = waiting
+        return done
 
     async def _committed(self) -> None:
         """Wait for the batch in flight to land; its failure is raised here."""
