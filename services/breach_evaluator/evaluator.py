@@ -369,7 +369,7 @@ class BreachEvaluator:
                 # from here. Should the commit fail, every partition is reloaded from Postgres.
                 held.offsets[topic] = new
         signals = sum(len(todo.signals) for _, todo, _ in plans)
-        await self._committed()
+        await self._committed()  # one write in flight at a time, in batch order
         batch = store.BatchWrite(self.group, moves, logged, folded, outgoing)
         self._commit = asyncio.create_task(self._write(db, producer, batch, signals, started))
 
