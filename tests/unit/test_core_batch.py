@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from schemas.wire import Alert
 from services.core import apply_order, evaluate, new_state, tick
-from services.core.batch import Partition, TrackRows
+from services.core.batch import SCALAR_BELOW, Partition, TrackRows
 from services.core.model import CompiledOrder, Fix, OrderState, Signal, SignalRejected
 from tests.support.orders import T0, circle, compiled, event, fix, square
 
@@ -157,8 +157,9 @@ def _one_by_one(steps: list[Step]) -> tuple[list[list[Alert]], list[list[int]], 
 class _Store:
     """The evaluator's checkpoint table, as bytes: per order the newest state and tracks."""
 
-    def __init__(self) -> None:
+    def __init__(self, scalar_below: int) -> None:
         self.rows: dict[str, tuple[bytes, bytes]] = {}
+        self.scalar_below = scalar_below
 
     def save(self, partition: Partition, dirty: set[int]) -> None:
         indices = sorted(dirty)
@@ -168,7 +169,7 @@ class _Store:
             self.rows[order_id] = (state, b"" if made.tracks is None else _encode(made.tracks))
 
     def load(self, orders: dict[str, CompiledOrder]) -> Partition:
-        partition = Partition()
+        partition = Partition(scalar_below=self.scalar_below)
         for order in ORDERS:  # in the same order as the uninterrupted partition
             state, tracks = self.rows[order.order_id]
             partition.restore(
@@ -182,12 +183,13 @@ _encode = msgspec.msgpack.Encoder().encode
 
 
 def _in_batches(
-    steps: list[Step], restarts: frozenset[int] = frozenset()
+    steps: list[Step], restarts: frozenset[int] = frozenset(), scalar_below: int = 0
 ) -> tuple[list[list[Alert]], list[list[int]], list[OrderState]]:
     """The batch path; after the steps in `restarts` the partition is checkpointed (only the
-    orders each step touched, as the evaluator does) and rebuilt from the checkpoint."""
-    partition = Partition()
-    store = _Store()
+    orders each step touched, as the evaluator does) and rebuilt from the checkpoint. With
+    `scalar_below` 0 every batch is decided in bulk, however small."""
+    partition = Partition(scalar_below=scalar_below)
+    store = _Store(scalar_below)
     for order in ORDERS:
         partition.upsert(order, T0)
     store.save(partition, set(range(len(ORDERS))))
@@ -218,10 +220,13 @@ def _in_batches(
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps=scenarios())
-def test_batches_decide_exactly_as_evaluate_one_signal_at_a_time(steps: list[Step]) -> None:
+@given(steps=scenarios(), scalar_below=st.sampled_from([0, SCALAR_BELOW]))
+def test_batches_decide_exactly_as_evaluate_one_signal_at_a_time(
+    steps: list[Step], scalar_below: int
+) -> None:
+    """In bulk, or (the evaluator's default) small batches by the scalar path whole."""
     expected_alerts, expected_rejected, expected_states = _one_by_one(steps)
-    alerts, rejected, states = _in_batches(steps)
+    alerts, rejected, states = _in_batches(steps, scalar_below=scalar_below)
     assert alerts == expected_alerts
     assert rejected == expected_rejected
     assert states == expected_states
@@ -236,8 +241,9 @@ def test_checkpoints_of_touched_orders_restore_to_the_same_decisions(
     state only where its objects changed: rebuilt from that at any step, the partition decides
     as if it had never stopped."""
     restarts = data.draw(st.frozensets(st.integers(0, max(len(steps) - 1, 0))), label="restarts")
+    scalar_below = data.draw(st.sampled_from([0, SCALAR_BELOW]), label="scalar_below")
     expected_alerts, expected_rejected, expected_states = _one_by_one(steps)
-    alerts, rejected, states = _in_batches(steps, restarts)
+    alerts, rejected, states = _in_batches(steps, restarts, scalar_below)
     assert alerts == expected_alerts
     assert rejected == expected_rejected
     assert states == expected_states
@@ -246,7 +252,7 @@ def test_checkpoints_of_touched_orders_restore_to_the_same_decisions(
 def test_quiet_fixes_are_decided_in_bulk_and_loud_ones_by_the_engine() -> None:
     """Not only equal but actually batched: far-away fixes never reach the scalar path, and a
     fix inside a zone does, with everything after it of the same order."""
-    partition = Partition()
+    partition = Partition(scalar_below=0)
     for order in ORDERS:
         partition.upsert(order, T0)
     far = [("BB-C", fix(-5000 + i, -5000, T0 + i, 5.0, device="EB-2002")) for i in range(50)]
@@ -261,6 +267,16 @@ def test_quiet_fixes_are_decided_in_bulk_and_loud_ones_by_the_engine() -> None:
     ]
 
 
+def test_a_batch_too_small_to_pay_for_the_bulk_decision_takes_the_scalar_path() -> None:
+    partition = Partition()
+    for order in ORDERS:
+        partition.upsert(order, T0)
+    far = [("BB-C", fix(-5000 + i, -5000, T0 + i, 5.0, device="EB-2002")) for i in range(60)]
+    small, large = far[: SCALAR_BELOW - 1], far[SCALAR_BELOW - 1 :]
+    assert partition.evaluate(partition.batch(small), T0 + 60).quiet == 0
+    assert partition.evaluate(partition.batch(large), T0 + 60).quiet == len(large)
+
+
 def test_a_signal_for_an_order_it_does_not_hold_is_reported_not_dropped_silently() -> None:
     partition = Partition()
     partition.upsert(ORDERS[2], T0)
@@ -273,7 +289,7 @@ def test_a_signal_for_an_order_it_does_not_hold_is_reported_not_dropped_silently
 def test_a_quiet_late_fix_does_not_move_the_track_back() -> None:
     """Far from every zone a late fix decides nothing, yet the track keeps the newest fix: the
     next fix's speed check must measure from there."""
-    partition = Partition()
+    partition = Partition(scalar_below=0)
     partition.upsert(ORDERS[2], T0)
     newest = fix(-5000, -5000, T0 + 20, 5.0, device="EB-2002")
     late = fix(-5010, -5000, T0 + 10, 5.0, device="EB-2002")
