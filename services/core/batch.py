@@ -511,16 +511,22 @@ class Partition:
         )
         alerts: list[Alert] = []
         touched: set[int] = set()
+        hot = c["hot"]
         for i in np.flatnonzero(due).tolist():
+            was_hot = bool(hot[i])
             self._hold_as_objects(i)
             ended = self.states[i].ended
             self.states[i], out = tick(self.states[i], self.orders[i], now, self.rules)
-            self._settle(i)
-            self._restated.add(i)
-            # An order ending with no episode open decides nothing, yet its state changed.
+            # `tick` changes a state only to decide something, or to end an order with no
+            # episode open (which decides nothing). Otherwise there is nothing to checkpoint:
+            # every hot order is asked every second, and most of them have nothing due.
             if out or self.states[i].ended != ended:
+                self._settle(i)
+                self._restated.add(i)
                 alerts += out
                 touched.add(i)
+            elif not was_hot:
+                self._settle(i)  # its unchanged tracks back to the columns
         return alerts, touched
 
     # ------------------------------------------------------------ the bulk decision
