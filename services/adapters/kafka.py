@@ -125,7 +125,11 @@ def make_consumer(
     client_id: str,
     offset_reset: str = "earliest",
     max_poll_records: int = 2000,
+    fetch_max_wait_ms: int = 5,
 ) -> AIOKafkaConsumer:
+    """A consumer that asks the broker for records at least every `fetch_max_wait_ms` (a
+    request, and a round trip of CPU on both sides, even when the topic is quiet): small where
+    latency counts, larger for a topic that seldom changes."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap,
@@ -133,7 +137,7 @@ def make_consumer(
         client_id=client_id,
         enable_auto_commit=False,
         auto_offset_reset=offset_reset,
-        fetch_max_wait_ms=5,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         fetch_min_bytes=1,
         max_poll_records=max_poll_records,
         max_partition_fetch_bytes=4 * 1024 * 1024,

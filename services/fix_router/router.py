@@ -120,7 +120,11 @@ class FixRouter:
     async def _run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         producer = make_producer(settings, client_id="bw-fix-router")
-        orders = make_consumer(settings, group_id=None, client_id="bw-fix-router-orders")
+        # A new order version routes within a tenth of a second; polling the quiet orders
+        # topic every 5 ms cost the router a fifth of its CPU at 5k fixes/s.
+        orders = make_consumer(
+            settings, group_id=None, client_id="bw-fix-router-orders", fetch_max_wait_ms=100
+        )
         inputs = make_consumer(
             settings, settings.topic("positions.v1"), settings.topic("device-events.v1"),
             group_id=f"{settings.topic_prefix}fix-router", client_id="bw-fix-router",
