@@ -127,9 +127,10 @@ def make_consumer(
     max_poll_records: int = 2000,
     fetch_max_wait_ms: int = 5,
 ) -> AIOKafkaConsumer:
-    """A consumer that asks the broker for records at least every `fetch_max_wait_ms` (a
-    request, and a round trip of CPU on both sides, even when the topic is quiet): small where
-    latency counts, larger for a topic that seldom changes."""
+    """A consumer whose fetches the broker holds until a record lands or `fetch_max_wait_ms`
+    passes: a quiet topic costs a request (and CPU on both sides) every `fetch_max_wait_ms`.
+    Small where a batch's wait for its other partitions counts, larger for a topic that seldom
+    changes."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap,
