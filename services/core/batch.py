@@ -160,6 +160,10 @@ class Partition:
         self._slot_of: dict[tuple[int, str], int] = {}
         self._slot_device: list[str] = []
         self._order_slots: list[list[int]] = []
+        # The subject's device and slot per order, as plain lists: most signals are the
+        # subject's fixes, and a list index is cheaper than a lookup in a dict of 100k slots.
+        self._subject_device: list[str | None] = []
+        self._subject_slot: list[int] = []
         self._slots = _Columns(
             {name: (np.float64, math.nan) for name in _TRACK_OPTIONAL}
             | {name: (np.float64, 0.0) for name in _TRACK_PLAIN}
@@ -193,6 +197,8 @@ class Partition:
             self.orders.append(order)
             self.states.append(state if state is not None else new_state(order, now))
             self._order_slots.append([])
+            self._subject_device.append(None)
+            self._subject_slot.append(NO_SLOT)
             self._orders.col["hot"][i] = True  # its tracks, if any, are objects in `state`
             self._compile_order_rows(i)
             self._settle(i)
@@ -285,9 +291,10 @@ class Partition:
         cols["valid_until"][i] = math.inf if order.valid_until is None else order.valid_until
         cols["watch_since"][i] = state.watch_since
         cols["revoked"][i] = order.revoked
-        cols["subject_slot"][i] = (
+        cols["subject_slot"][i] = self._subject_slot[i] = (
             NO_SLOT if order.subject_device_id is None else self._slot(i, order.subject_device_id)
         )
+        self._subject_device[i] = order.subject_device_id
         watched = sorted(order.bans_by_protected_device)
         for slot in self._order_slots[i]:
             self._slots.col["watched"][slot] = self._slot_device[slot] in watched
@@ -400,8 +407,16 @@ class Partition:
             items = [items[p] for p in positions.tolist()]
             order_idx = [i for i in order_idx if i >= 0]
         kept = [signal for _, signal in items]
-        slot_get = self._slot_of.get
-        slots = [slot_get((i, sig.device_id), -1) for i, sig in zip(order_idx, kept, strict=True)]
+        slot_get, subject_device, subject_slot = (
+            self._slot_of.get,
+            self._subject_device,
+            self._subject_slot,
+        )
+        slots = [
+            subject_slot[i] if sig.device_id == subject_device[i]
+            else slot_get((i, sig.device_id), -1)
+            for i, sig in zip(order_idx, kept, strict=True)
+        ]  # fmt: skip
         if -1 in slots:
             slots = [
                 self._slot(i, sig.device_id) if slot < 0 else slot
