@@ -117,7 +117,7 @@ async def test_signals_routed_again_after_a_router_crash_change_nothing(
         return bool(evaluator.metrics.counters["signals_redelivered_total"] - before >= len(path))
 
     assert await wait_for(dropped), "the evaluator did not see the redelivered signals"
-    await asyncio.sleep(0.5)  # the relay publishes within tens of milliseconds
+    await asyncio.sleep(0.5)  # alerts go out within milliseconds of their batch landing
     again = await alerts_of(settings, order_id, "location_ban")
     assert by_episode(again) == by_episode(first)
     assert not any(a.late for a in again)
