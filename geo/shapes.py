@@ -105,8 +105,22 @@ class PolygonShape:
 
 # ---------------------------------------------------------------- compilation
 
+_PLAIN_NUMBERS = (float, int)
+
 
 def _check_position(position: Any, field: str) -> tuple[float, float]:
+    # The common case first, in a few comparisons: a polygon's vertices were most of the time
+    # it took to compile an order. NaN and infinities fail the range test and bools are not
+    # float or int, so everything else takes the checks below and their precise reasons.
+    if type(position) is list and len(position) >= 2:
+        lon, lat = position[0], position[1]
+        if (
+            type(lon) in _PLAIN_NUMBERS
+            and type(lat) in _PLAIN_NUMBERS
+            and -180.0 <= lon <= 180.0
+            and -MAX_ABS_LATITUDE <= lat <= MAX_ABS_LATITUDE
+        ):
+            return float(lon), float(lat)
     if (
         not isinstance(position, list | tuple)
         or len(position) < 2

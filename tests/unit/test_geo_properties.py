@@ -11,7 +11,7 @@ from shapely.geometry import MultiPolygon, Point, Polygon
 
 from geo.index import ZoneIndex
 from geo.projection import LocalPlane, fast_distance_m, haversine_m
-from geo.shapes import CircleShape, PolygonShape, compile_polygon
+from geo.shapes import CircleShape, PolygonShape, ZoneGeometryError, compile_polygon
 from services.core.engine import CERTAIN, CLEAR, POSSIBLE, WARNING, disc_level
 
 latitudes = st.floats(-80, 80)
@@ -182,3 +182,38 @@ def test_zone_index_matches_brute_force(
     # Float noise right at the radius may differ; nothing else may.
     undecided = {i for i, s in shapes if abs(s.signed_distance(lat, lon) - radius) < 0.01}
     assert found - undecided == brute - undecided
+
+
+def _square_with(corner: object) -> dict[str, object]:
+    ring = [corner, [5.01, 52.0], [5.01, 52.01], [5.0, 52.01], corner]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+@pytest.mark.parametrize(
+    ("corner", "reason"),
+    [
+        ([math.nan, 52.0], "coordinates must be finite numbers"),
+        ([5.0, math.inf], "coordinates must be finite numbers"),
+        ([True, 52.0], "a position is [longitude, latitude]"),
+        (["5.0", 52.0], "a position is [longitude, latitude]"),
+        ([5.0], "a position is [longitude, latitude]"),
+        ([181.0, 52.0], "out of range"),
+        ([5.0, -91.0], "out of range"),
+    ],
+)
+def test_a_bad_vertex_is_refused_with_its_place_and_reason(corner: object, reason: str) -> None:
+    with pytest.raises(ZoneGeometryError) as refused:
+        compile_polygon(_square_with(corner))
+    assert refused.value.field == "geometry.coordinates[0][0]"
+    assert reason in str(refused.value)
+
+
+def test_integer_vertices_are_as_good_as_floats() -> None:
+    as_ints = compile_polygon(
+        {"type": "Polygon", "coordinates": [[[5, 52], [6, 52], [6, 53], [5, 53], [5, 52]]]}
+    )
+    as_floats = compile_polygon(
+        {"type": "Polygon", "coordinates": [[[5.0, 52.0], [6.0, 52.0], [6.0, 53.0], [5.0, 53.0],
+                                             [5.0, 52.0]]]}
+    )  # fmt: skip
+    assert as_ints.metric.equals(as_floats.metric)
