@@ -12,7 +12,6 @@ alert id and seq).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
@@ -37,15 +36,11 @@ class OutboxRelay:
         topic: str,
         batch_size: int = 500,
         idle_s: float = 0.02,
-        wake: asyncio.Event | None = None,
         min_age_s: float = 0.0,
     ) -> None:
         self._sessions, self._producer, self._table = sessions, producer, table
         self._key, self._topic = table.c[key_column], topic
         self._batch_size, self._idle_s = batch_size, idle_s
-        # Set by a writer in the same process after it commits rows, so they go out at once
-        # instead of at the next poll; the poll stays for rows written by other processes.
-        self._wake = wake or asyncio.Event()
         self.published = 0
         earlier = table.alias("earlier")
         # A relay behind a writer that publishes its own rows (the evaluator) is its safety net:
@@ -108,6 +103,4 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if published < self._batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_s)
-                self._wake.clear()
+                await sleep_or_stop(stop, self._idle_s)
