@@ -68,7 +68,6 @@ FOLD_EVERY_BATCHES = 16
 ALERT_RELAY_GRACE_S = 5.0
 _encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(OrderState)
-_signal_decoder = msgspec.json.Decoder(wire.OrderSignal)
 _delivered_decoder = msgspec.msgpack.Decoder(dict[int, int])
 _tracks_decoder = msgspec.msgpack.Decoder(TrackRows)
 
@@ -474,9 +473,9 @@ class BreachEvaluator:
         redelivered = 0
         for record in records:
             try:
-                signal = _signal_decoder.decode(record.value or b"")
+                signal = wire.decode(wire.OrderSignal, record.value or b"")
                 core_signal = to_core(signal)
-            except (msgspec.DecodeError, wire.ContractError) as exc:
+            except wire.ContractError as exc:
                 await self._dead_letter(producer, record, str(exc))
                 continue
             if held.redelivered(signal, self.positions_topic):

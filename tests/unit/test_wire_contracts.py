@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas import api, wire
@@ -192,3 +195,78 @@ def test_http_and_wire_order_contracts_agree(wire_name: str, http_name: str) -> 
     http_props, http_required = _fields(http_schema, http_name)
     assert wire_props == http_props
     assert wire_required == http_required
+
+
+# ------------------------------------------------------------- ids of the hot path records
+
+# The oracle: each id field on its own against the contract's pattern, matched whole.
+_ID_ORACLE = re.compile(r"\A[A-Za-z0-9._:-]+\Z")
+_NAME_ORACLE = re.compile(r"\A[^\x00-\x1f\x7f]*\Z")
+# Mostly valid characters, with some of everything else (controls, newlines, non-ASCII).
+_id_text = st.text(
+    alphabet=st.one_of(
+        st.sampled_from("AZaz09._:-"), st.sampled_from(" \n\t\x00\x7f/é\u00a0\u2028"),
+        st.characters(),
+    ),
+    min_size=1, max_size=12,
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    order_id=_id_text,
+    device_id=_id_text,
+    person_id=_id_text,
+    inner_device_id=_id_text,
+    inner=st.sampled_from(["position", "event", None]),
+)
+def test_signal_ids_are_refused_exactly_where_the_patterns_say(
+    order_id: str, device_id: str, person_id: str, inner_device_id: str, inner: str | None
+) -> None:
+    """`decode` checks the ids of a routed signal without a regex per field: it refuses the same
+    signals a per-field whole match of the contract's patterns does, naming the first bad one."""
+    record: dict[str, Any] = {
+        "order_id": order_id, "device_id": device_id, "role": "subject", "person_id": person_id,
+    }  # fmt: skip
+    if inner == "position":
+        record["position"] = {**GOOD_POSITION, "device_id": inner_device_id}
+    elif inner == "event":
+        record["event"] = {"device_id": inner_device_id, "ts": "2026-11-23T10:00:00Z",
+                           "type": "heartbeat"}  # fmt: skip
+    named = [("$.order_id", order_id, _ID_ORACLE), ("$.device_id", device_id, _ID_ORACLE),
+             ("$.person_id", person_id, _NAME_ORACLE)]  # fmt: skip
+    if inner is not None:
+        named.append((f"$.{inner}.device_id", inner_device_id, _ID_ORACLE))
+    bad = [path for path, text, pattern in named if pattern.match(text) is None]
+    if not bad:
+        signal = decode(wire.OrderSignal, json.dumps(record))
+        assert (signal.order_id, signal.device_id, signal.person_id) == (
+            order_id, device_id, person_id,
+        )  # fmt: skip
+        return
+    with pytest.raises(ContractError) as excinfo:
+        decode(wire.OrderSignal, json.dumps(record))
+    message = str(excinfo.value)
+    assert any(f"`{path}`" in message for path in bad), message
+
+
+@pytest.mark.parametrize("kind", [wire.Position, wire.DeviceEvent])
+@pytest.mark.parametrize("device_id", ["EB 1", "EB-1\n", "EB/1", "é", "EB-1\x00"])
+def test_position_and_event_device_ids_are_checked(kind: type[Any], device_id: str) -> None:
+    record: dict[str, Any] = (
+        {**GOOD_POSITION, "device_id": device_id} if kind is wire.Position
+        else {"device_id": device_id, "ts": "2026-11-23T10:00:00Z", "type": "heartbeat"}
+    )  # fmt: skip
+    with pytest.raises(ContractError, match=r"`\$\.device_id`"):
+        decode(kind, json.dumps(record))
+
+
+def test_hot_path_schemas_still_state_the_id_patterns() -> None:
+    import msgspec
+
+    _, components = msgspec.json.schema_components([wire.OrderSignal])
+    signal, position = components["OrderSignal"], components["Position"]
+    for field in ("order_id", "device_id"):
+        assert signal["properties"][field]["pattern"] == wire.ID_PATTERN
+    assert signal["properties"]["person_id"]["pattern"] == wire.ONE_LINE
+    assert position["properties"]["device_id"]["pattern"] == wire.ID_PATTERN
