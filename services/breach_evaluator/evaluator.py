@@ -72,6 +72,9 @@ _delivered_decoder = msgspec.msgpack.Decoder(dict[int, int])
 _tracks_decoder = msgspec.msgpack.Decoder(TrackRows)
 
 
+_NOTHING_DELIVERED: dict[int, int] = {}
+
+
 def to_core(signal: wire.OrderSignal) -> Signal:
     """The core's view of a routed signal; raises wire.ContractError if it carries nothing."""
     if signal.position is not None:
@@ -119,15 +122,16 @@ class HeldPartition:
             self.logged_batches + 1 >= FOLD_EVERY_BATCHES or (idle and not dirty)
         )
         indices = sorted(self.since_fold | dirty if fold else dirty)
+        orders, number, encode = self.core.orders, self.number, _encoder.encode
+        new_version, delivered = self.new_versions.get, self.delivered.get
         made = []
         for i, checkpoint in zip(indices, self.core.checkpoint(indices, full=fold), strict=True):
-            order_id = self.core.orders[i].order_id
+            order_id = orders[i].order_id
             state, tracks = checkpoint.state, checkpoint.tracks
             made.append(store.Checkpoint(
-                order_id, self.number, None if state is None else _encoder.encode(state),
-                self.new_versions.get(order_id),
-                _encoder.encode(self.delivered.get(order_id, {})),
-                b"" if tracks is None else _encoder.encode(tracks),
+                order_id, number, None if state is None else encode(state),
+                new_version(order_id), encode(delivered(order_id, _NOTHING_DELIVERED)),
+                b"" if tracks is None else encode(tracks),
             ))  # fmt: skip
         self.new_versions.clear()
         if fold:
