@@ -10,18 +10,21 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas import wire
 from services.adapters.settings import Settings
 
 log = logging.getLogger(__name__)
+COMMIT_EVERY_S = 1.0  # see PeriodicCommit
 
 
 @dataclass(frozen=True)
@@ -222,3 +225,55 @@ class StallWatch:
         elif now - self._moved > self.after_s:
             raise ConsumerStalled(f"behind on {len(assigned)} partitions, no record for "
                                   f"{now - self._moved:.0f} s")  # fmt: skip
+
+
+class PeriodicCommit:
+    """A consumer group's offsets, committed beside the service's loop at most once every
+    `every_s`.
+
+    A commit is a request to the broker: one per batch is up to a hundred a second under
+    steady load, for offsets that matter only after a crash. What a crash loses is progress:
+    the router routes those records again and the evaluator drops them; for the evaluator the
+    commit is informational anyway (its offsets are in Postgres). `quiet`: a failed commit is ignored; otherwise it is raised from the next
+    `advance` (or `flush`), to restart the service like any failure.
+    """
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, *, quiet: bool, every_s: float = COMMIT_EVERY_S
+    ) -> None:
+        self._consumer, self._quiet, self._every_s = consumer, quiet, every_s
+        self._pending: dict[TopicPartition, int] = {}
+        self._in_flight: asyncio.Task[None] | None = None
+        self._last = -math.inf
+
+    def advance(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        """Note where the consumer stands; commit if the last commit is old and done. Call it
+        on every turn of the loop, empty fetches included, so the last offsets of a burst go
+        out within `every_s` even if nothing follows."""
+        self._pending.update(next_offsets)
+        if not self._pending:
+            return
+        if self._in_flight is not None:
+            if not self._in_flight.done():
+                return
+            self._in_flight.result()
+        now = time.monotonic()
+        if now - self._last >= self._every_s:
+            self._in_flight = asyncio.create_task(self._commit(self._pending))
+            self._pending, self._last = {}, now
+
+    async def flush(self) -> None:
+        """On a clean stop: wait for the commit in flight, then commit what is pending."""
+        if self._in_flight is not None:
+            await self._in_flight
+            self._in_flight = None
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            await self._commit(pending)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not self._quiet:
+            await self._consumer.commit(offsets)
+            return
+        with contextlib.suppress(KafkaError):
+            await self._consumer.commit(offsets)

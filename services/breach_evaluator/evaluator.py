@@ -18,7 +18,6 @@ checkpoint.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -29,13 +28,13 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from geo.shapes import ZoneGeometryError
 from schemas import wire
 from services.adapters.database import DriverConnection, driver_connection
 from services.adapters.kafka import (
+    PeriodicCommit,
     StallWatch,
     consumer_lag,
     dead_letter,
@@ -53,7 +52,6 @@ from services.core.batch import Partition, TrackRows
 log = logging.getLogger(__name__)
 SERVICE = "breach_evaluator"
 TICK_EVERY_S = 1.0
-KAFKA_COMMIT_EVERY_S = 1.0
 FETCH_RECORDS = 10_000
 # Catch-up batch size: a checkpoint costs about as much as evaluating a signal, so the fewer
 # checkpoints per signal, the faster a backlog goes; bounded so that one batch stays well within
@@ -226,9 +224,8 @@ class BreachEvaluator:
         consumer.subscribe(list(self.topics), listener=_Rebalance(self, consumer))
         await consumer.start()
         self.ready.set()
-        committing: asyncio.Task[None] | None = None
-        committed_at = 0.0
-        uncommitted: dict[TopicPartition, int] = {}
+        # Informational only (lag as Kafka sees it): the truth is in Postgres.
+        commits = PeriodicCommit(consumer, quiet=True)
         watch = StallWatch()
         try:
             while not stop.is_set():
@@ -244,18 +241,7 @@ class BreachEvaluator:
                         for held in self.held.values()
                         for topic, offset in held.offsets.items() if offset is not None
                     }))  # fmt: skip
-                uncommitted.update({tp: recs[-1].offset + 1 for tp, recs in fetched.items()})
-                now = time.monotonic()
-                if (
-                    uncommitted
-                    and now - committed_at >= KAFKA_COMMIT_EVERY_S
-                    and (committing is None or committing.done())
-                ):
-                    # Informational only (lag as Kafka sees it): the truth is in Postgres, so
-                    # this runs beside the loop, once a second rather than a round trip to the
-                    # broker per batch, and a failure is of no consequence.
-                    committing = asyncio.create_task(_commit_quietly(consumer, uncommitted))
-                    uncommitted, committed_at = {}, now
+                commits.advance({tp: recs[-1].offset + 1 for tp, recs in fetched.items()})
             await self._committed()
         finally:
             self.ready.clear()
@@ -523,11 +509,6 @@ async def _fetch(
         last = sum(map(len, more.values()))
         count += last
     return fetched
-
-
-async def _commit_quietly(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-    with contextlib.suppress(KafkaError):
-        await consumer.commit(offsets)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from schemas import wire
 from services.adapters.kafka import (
+    PeriodicCommit,
     StallWatch,
     consumer_lag,
     dead_letter,
@@ -195,12 +196,14 @@ class FixRouter:
         positions_topic = settings.topic("positions.v1")
         signals_topic = settings.topic("order-signals.v1")
         next_offsets: dict[TopicPartition, int] = {}
-        committing: asyncio.Task[None] | None = None
+        # A commit lost to a crash only means records routed again, which the evaluator drops.
+        commits = PeriodicCommit(inputs, quiet=False)
         watch = StallWatch()
         while not stop.is_set():
             batch = await inputs.getmany(timeout_ms=100, max_records=5000)
             if not batch:
                 self.metrics.set("consumer_lag", consumer_lag(inputs, next_offsets))
+                commits.advance({})
                 await watch.idle(inputs)
                 continue
             watch.moved()
@@ -230,13 +233,8 @@ class FixRouter:
             # move together and never claim work that is not yet on the signals topic.
             self.metrics.inc("records_total", routed)
             self.metrics.inc("signals_total", len(acks))
-            next_offsets.update({tp: records[-1].offset + 1 for tp, records in batch.items()})
-            # Beside the loop, so the next fetch does not wait a round trip for it. A commit
-            # lost to a crash only means records routed again, which the evaluator drops.
-            if committing is None or committing.done():
-                if committing is not None:
-                    committing.result()  # a failed commit restarts the router, like any failure
-                committing = asyncio.create_task(inputs.commit(dict(next_offsets)))
+            moved = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+            next_offsets.update(moved)
+            commits.advance(moved)
             self.metrics.set("consumer_lag", consumer_lag(inputs, next_offsets))
-        if committing is not None:
-            await committing
+        await commits.flush()

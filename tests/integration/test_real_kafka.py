@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from deploy.scratch import scratch_topics
 from schemas import wire
 from services.adapters.kafka import (
     ConsumerStalled,
+    PeriodicCommit,
     StallWatch,
     make_consumer,
     make_producer,
@@ -147,3 +149,61 @@ async def test_a_consumer_that_stops_fetching_while_records_wait_is_called_stall
             await stuck.idle(consumer)
     finally:
         await consumer.stop()
+
+
+async def test_periodic_commit_commits_at_most_once_a_period_and_flushes_the_rest(
+    topics: Settings,
+) -> None:
+    """What a service's loop does with it: the first offsets go out at once, newer ones wait
+    for the period (taking the newest), an empty turn after the period sends them, and a flush
+    on stop sends what waits without waiting for the period."""
+    topic = topics.topic("dlq.v1")  # any topic of this run: only offsets are committed
+    tp = TopicPartition(topic, 1)
+    consumer = make_consumer(topics, group_id="test-periodic-commit", client_id="test-commit")
+    await consumer.start()
+
+    async def committed_soon(expected: int | None) -> int | None:
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            committed: int | None = await consumer.committed(tp)
+            if committed == expected or asyncio.get_running_loop().time() > deadline:
+                return committed
+            await asyncio.sleep(0.02)
+
+    try:
+        consumer.assign([tp])
+        commits = PeriodicCommit(consumer, quiet=False, every_s=0.5)
+        commits.advance({tp: 3})
+        assert await committed_soon(3) == 3
+        commits.advance({tp: 5})
+        commits.advance({tp: 7})
+        await asyncio.sleep(0.1)
+        assert await consumer.committed(tp) == 3, "committed again within the period"
+        await asyncio.sleep(0.5)
+        commits.advance({})  # an empty fetch after the period
+        assert await committed_soon(7) == 7
+        commits.advance({tp: 9})
+        await commits.flush()
+        assert await consumer.committed(tp) == 9
+    finally:
+        await consumer.stop()
+
+
+async def test_periodic_commit_raises_a_failed_commit_unless_quiet(topics: Settings) -> None:
+    """A failed commit (here: offsets of a partition the consumer was never assigned, which
+    aiokafka refuses) restarts a service that needs its commits, and is shrugged off by one
+    whose commits are informational."""
+    absent = TopicPartition(topics.topic("dlq.v1"), topics.partitions + 7)
+    for quiet in (True, False):
+        consumer = make_consumer(topics, group_id="test-commit-fails", client_id="test-commit")
+        await consumer.start()
+        try:
+            commits = PeriodicCommit(consumer, quiet=quiet, every_s=0.0)
+            commits.advance({absent: 1})
+            if quiet:
+                await commits.flush()
+            else:
+                with pytest.raises(KafkaError):
+                    await commits.flush()
+        finally:
+            await consumer.stop()
