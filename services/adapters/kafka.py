@@ -234,8 +234,10 @@ class PeriodicCommit:
     A commit is a request to the broker: one per batch is up to a hundred a second under
     steady load, for offsets that matter only after a crash. What a crash loses is progress:
     the router routes those records again and the evaluator drops them; for the evaluator the
-    commit is informational anyway (its offsets are in Postgres). `quiet`: a failed commit is ignored; otherwise it is raised from the next
-    `advance` (or `flush`), to restart the service like any failure.
+    commit is informational anyway (its offsets are in Postgres).
+
+    `quiet`: a failed commit is ignored; otherwise it is raised from the next `advance` (or
+    `flush`), to restart the service like any failure.
     """
 
     def __init__(
