@@ -1,9 +1,9 @@
 """Wire contracts of the Kafka topics, as msgspec Structs: the hot path decodes straight into them.
 
-Field names and meanings are fixed by DESIGN.md. Decoding with `decode_*` either returns a valid
-Struct or raises `ContractError` whose message names the field (`$.lat`) and the reason. Checks
-that need a clock (a `ts` in the future) are not here: they live in the core, where time is an
-argument.
+Field names and meanings are fixed by DESIGN.md. Decoding with `decode` either returns a valid
+Struct or raises `ContractError` whose message names the field (`$.lat`) and the reason; decode
+a record with nothing else, as some checks run after msgspec's (see `_HotId`). Checks that need
+a clock (a `ts` in the future) are not here: they live in the core, where time is an argument.
 """
 
 from __future__ import annotations

@@ -68,9 +68,7 @@ _encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(OrderState)
 _delivered_decoder = msgspec.msgpack.Decoder(dict[int, int])
 _tracks_decoder = msgspec.msgpack.Decoder(TrackRows)
-
-
-_NOTHING_DELIVERED: dict[int, int] = {}
+_NOTHING_DELIVERED: dict[int, int] = {}  # only ever encoded, never changed
 
 
 def to_core(signal: wire.OrderSignal) -> Signal:
