@@ -158,10 +158,10 @@ class Partition:
         self.states: list[OrderState] = []  # device tracks live in the columns, not in here
         self.index: dict[str, int] = {}
         self._slot_of: dict[tuple[int, str], int] = {}
-        self._slot_device: list[str] = []
         self._order_slots: list[list[int]] = []
-        # The devices of `_order_slots[i]`, in its order, as one tuple: a checkpoint takes it
-        # whole instead of touching each device's string (a cache miss apiece at 100k orders).
+        # The device of each of `_order_slots[i]`, in its order, as one tuple: a checkpoint
+        # takes it whole instead of touching each device's string (a cache miss apiece at 100k
+        # orders).
         self._order_devices: list[tuple[str, ...]] = []
         # The subject's device and slot per order, as plain lists: most signals are the
         # subject's fixes, and a list index is cheaper than a lookup in a dict of 100k slots.
@@ -290,7 +290,6 @@ class Partition:
         if slot is None:
             slot = self._slots.add()
             self._slot_of[(i, device_id)] = slot
-            self._slot_device.append(device_id)
             self._order_slots[i].append(slot)
             self._order_devices[i] += (device_id,)
         return slot
@@ -306,8 +305,8 @@ class Partition:
         )
         self._subject_device[i] = order.subject_device_id
         watched = sorted(order.bans_by_protected_device)
-        for slot in self._order_slots[i]:
-            self._slots.col["watched"][slot] = self._slot_device[slot] in watched
+        for slot, device_id in zip(self._order_slots[i], self._order_devices[i], strict=True):
+            self._slots.col["watched"][slot] = device_id in watched
         cols["partner_slot"][i] = (
             NO_SLOT if not watched
             else self._slot(i, watched[0]) if len(watched) == 1
@@ -358,11 +357,11 @@ class Partition:
     def _tracks(self, i: int) -> dict[str, DeviceTrack]:
         c = self._slots.col
         tracks = {}
-        for slot in self._order_slots[i]:
+        for slot, device_id in zip(self._order_slots[i], self._order_devices[i], strict=True):
             if math.isnan(c["last_rx"][slot]):
                 continue  # never heard from: the scalar engine holds no track for it either
             battery = c["battery_pct"][slot]
-            tracks[self._slot_device[slot]] = DeviceTrack(
+            tracks[device_id] = DeviceTrack(
                 last_t=_none_if_nan(c["last_t"][slot]), lat=float(c["lat"][slot]),
                 lon=float(c["lon"][slot]), accuracy_m=float(c["accuracy_m"][slot]),
                 outlier=bool(c["outlier"][slot]), good_t=_none_if_nan(c["good_t"][slot]),
