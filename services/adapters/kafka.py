@@ -274,8 +274,8 @@ class PeriodicCommit:
             await self._commit(pending)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if not self._quiet:
+        try:
             await self._consumer.commit(offsets)
-            return
-        with contextlib.suppress(KafkaError):
-            await self._consumer.commit(offsets)
+        except KafkaError:
+            if not self._quiet:
+                raise
