@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import math
+from array import array
 
 import pytest
+import shapely
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Point, Polygon
 
 from geo.index import ZoneIndex
 from geo.projection import LocalPlane, fast_distance_m, haversine_m
-from geo.shapes import CircleShape, PolygonShape, ZoneGeometryError, compile_polygon
+from geo.shapes import (
+    SMALL_POLYGON_VERTICES,
+    CircleShape,
+    PolygonShape,
+    ZoneGeometryError,
+    _signed_distance_to_rings,
+    compile_polygon,
+)
 from services.core.engine import CERTAIN, CLEAR, POSSIBLE, WARNING, disc_level
 
 latitudes = st.floats(-80, 80)
@@ -127,6 +136,46 @@ def test_circle_classification_matches_buffered_disc_oracle(
     assert disc_level(circle.signed_distance(lat, lon), r, buffer) == oracle_level(
         zone, x, y, r, buffer
     )
+
+
+def flat_parts(zone: Polygon | MultiPolygon) -> tuple[tuple[array[float], ...], ...]:
+    polygons = [zone] if isinstance(zone, Polygon) else list(zone.geoms)
+    return tuple(
+        tuple(
+            array("d", [c for xy in ring.coords for c in xy]) for ring in (p.exterior, *p.interiors)
+        )
+        for p in polygons
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(zone=metric_zones(), x=st.floats(-2500, 8000), y=st.floats(-2500, 2500))
+def test_edge_loop_distance_matches_geos(zone: Polygon | MultiPolygon, x: float, y: float) -> None:
+    """The Python loop that small polygons use, against GEOS on the same rings: holes and islands
+    included, whatever the vertex count (the loop is only used up to SMALL_POLYGON_VERTICES)."""
+    assume(zone.is_valid)
+    edge = zone.boundary.distance(Point(x, y))
+    truth = -edge if zone.contains(Point(x, y)) else edge
+    assert _signed_distance_to_rings(flat_parts(zone), x, y) == pytest.approx(truth, abs=1e-6)
+
+
+def test_small_and_large_polygons_take_each_path() -> None:
+    """Both paths of `signed_distance` are live: the vertex limit splits the shapes this file's
+    property tests draw, and a point on the edge is 0.0 either way."""
+    plane = LocalPlane.at(52.09, 5.12)
+    square = Polygon([(0, 0), (100, 0), (100, 100), (0, 100)])
+    many = Polygon(star(0, 0, [500.0] * (SMALL_POLYGON_VERTICES + 5), 0.0))
+    for zone, small in ((square, True), (many, False)):
+        shape = compile_polygon(to_geojson(zone, plane))
+        assert (int(shapely.get_num_coordinates(shape.metric)) <= SMALL_POLYGON_VERTICES) == small
+        for x, y in ((0.0, 0.0), (-600.0, 10.0), (520.0, 3.0)):
+            lat, lon = plane.to_latlon(x, y)
+            px, py = shape.plane.to_xy(lat, lon)
+            edge = shape.metric.boundary.distance(Point(px, py))
+            truth = -edge if shape.metric.contains(Point(px, py)) else edge
+            assert shape.signed_distance(lat, lon) == pytest.approx(truth, abs=1e-6)
+    assert _signed_distance_to_rings(flat_parts(square), 50.0, 0.0) == 0.0
+    assert _signed_distance_to_rings(flat_parts(square), 50.0, 10.0) == pytest.approx(-10.0)
 
 
 # How far from a zone's centre the local plane stays within 0.5 % of the great circle, by latitude.
