@@ -90,7 +90,10 @@ class PolygonShape:
     ) -> None:
         """`rings`: the coordinates `metric` was built from, per part shell first."""
         self.plane = plane
-        minx, miny, maxx, maxy = (float(v) for v in metric.bounds)
+        # From the shells' coordinates: cheaper than asking GEOS (holes lie within their shell).
+        xs = [x for part in rings for x, _ in part[0]]
+        ys = [y for part in rings for _, y in part[0]]
+        minx, miny, maxx, maxy = min(xs), min(ys), max(xs), max(ys)
         self.xy_bounds: tuple[float, float, float, float] = (minx, miny, maxx, maxy)
         min_lat, min_lon = plane.to_latlon(minx, miny)
         max_lat, max_lon = plane.to_latlon(maxx, maxy)
@@ -244,7 +247,9 @@ def compile_polygon(geometry: dict[str, Any]) -> PolygonShape:
     lon0 = wrap_longitude_delta((min(unwrapped) + max(unwrapped)) / 2)
     plane = LocalPlane.at((min(lats) + max(lats)) / 2, lon0)
     rings = [[[plane.to_xy(lat, lon) for lon, lat in ring] for ring in part] for part in parts]
-    metric_parts = [Polygon(part[0], part[1:]) for part in rings]
+    # shapely.polygons, not Polygon(): the class checks each coordinate in Python (9.5 against
+    # 6.6 us for a square), and this runs for every order an evaluator loads.
+    metric_parts = [shapely.polygons(part[0], holes=part[1:] or None) for part in rings]
     metric: Polygon | MultiPolygon = (
         metric_parts[0] if len(metric_parts) == 1 else MultiPolygon(metric_parts)
     )
@@ -252,12 +257,13 @@ def compile_polygon(geometry: dict[str, Any]) -> PolygonShape:
         raise ZoneGeometryError("geometry.coordinates", f"invalid: {explain_validity(metric)}")
     if metric.area < MIN_AREA_M2:
         raise ZoneGeometryError("geometry.coordinates", "zero area")
-    minx, miny, maxx, maxy = metric.bounds
+    shape = PolygonShape(metric, plane, rings)
+    minx, miny, maxx, maxy = shape.xy_bounds
     if max(maxx - minx, maxy - miny) > MAX_EXTENT_M:
         raise ZoneGeometryError(
             "geometry.coordinates", f"zone is wider than {MAX_EXTENT_M / 1000:.0f} km"
         )
-    return PolygonShape(metric, plane, rings)
+    return shape
 
 
 def compile_circle(geometry: dict[str, Any], radius_m: float | None) -> CircleShape:
