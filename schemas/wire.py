@@ -265,6 +265,8 @@ def decode(kind: type[T], raw: bytes | str) -> T:
         value.device_id  # type: ignore[attr-defined]
     ):
         _refuse_identifier("$.device_id")
+    elif kind_of_value is OrderEvent and _may_end_a_string_with_newline(raw):
+        _refuse_final_newline(value, "$")
     # (No finite check: an infinite accuracy_m, from 1e999, fails its range check already.)
     return value
 
@@ -287,6 +289,32 @@ def is_one_line(text: str) -> bool:
 
 def _refuse_identifier(path: str) -> None:
     raise ContractError(f"Expected `str` matching regex '{ID_PATTERN}' - at `{path}`")
+
+
+# msgspec checks a pattern with a regex search, whose `$` also matches before a final newline:
+# "BB-1\n" would pass as an order id. Every string of an order event has a pattern that refuses
+# a newline anywhere else, so a final one is all that can slip through, and in JSON it is written
+# as one of these just before the closing quote (the cheap test; the walk below is exact).
+_ESCAPED_FINAL_NEWLINES = ('\\n"', '\\u000a"', '\\u000A"')
+_ESCAPED_FINAL_NEWLINES_BYTES = tuple(end.encode() for end in _ESCAPED_FINAL_NEWLINES)
+
+
+def _may_end_a_string_with_newline(raw: bytes | str) -> bool:
+    if isinstance(raw, str):
+        return any(end in raw for end in _ESCAPED_FINAL_NEWLINES)
+    return any(end in raw for end in _ESCAPED_FINAL_NEWLINES_BYTES)
+
+
+def _refuse_final_newline(value: object, path: str) -> None:
+    if isinstance(value, str):
+        if value.endswith("\n"):
+            raise ContractError(f"Expected `str` without a final newline - at `{path}`")
+    elif isinstance(value, Struct):
+        for name in value.__struct_fields__:
+            _refuse_final_newline(getattr(value, name), f"{path}.{name}")
+    elif isinstance(value, list | tuple):
+        for n, item in enumerate(value):
+            _refuse_final_newline(item, f"{path}[{n}]")
 
 
 def _check_signal(signal: OrderSignal) -> None:

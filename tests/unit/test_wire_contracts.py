@@ -159,6 +159,45 @@ def test_bad_schedule_time_is_refused_on_both_paths() -> None:
     assert "start" in wire_msg and "start" in http_msg
 
 
+def _order_with(path: tuple[Any, ...], value: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(json.dumps(ORDER_EVENT))
+    node = event
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    return event
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        (("event_id",), "$.event_id"),
+        (("order", "order_id"), "$.order.order_id"),
+        (("order", "subject", "device_id"), "$.order.subject.device_id"),
+        (("order", "protected_persons", 0, "person_id"), "$.order.protected_persons[0].person_id"),
+        (("order", "case_owner", "phone"), "$.order.case_owner.phone"),
+        (("order", "zones", 0, "label"), "$.order.zones[0].label"),
+        (("order", "zones", 0, "schedule", 0, "start"), "$.order.zones[0].schedule[0].start"),
+    ],
+)
+@pytest.mark.parametrize("escape", ["\\n", "\\u000a", "\\u000A"])
+def test_final_newline_is_refused_on_both_paths(
+    path: tuple[Any, ...], named: str, escape: str
+) -> None:
+    """A regex search's `$` also matches before a final newline, so msgspec alone took
+    "BB-1\\n" as an order id; the HTTP API never did."""
+    valid = "22:00" if path[-1] == "start" else "x"
+    raw = json.dumps(_order_with(path, "MARK")).replace('"MARK"', f'"{valid}{escape}"')
+    wire_msg, _ = _rejects_on_both(raw)
+    assert named in wire_msg and "final newline" in wire_msg
+
+
+def test_a_backslash_and_n_at_the_end_is_not_a_newline() -> None:
+    raw = json.dumps(_order_with(("order", "zones", 0, "label"), "C:\\n"))
+    assert '\\\\n"' in raw  # what the quick test looks for, inside an escaped backslash
+    assert decode(wire.OrderEvent, raw).order.zones[0].label == "C:\\n"
+
+
 def test_http_order_zone_needs_exactly_one_shape() -> None:
     zone = {"zone_id": "z9", "kind": "area_ban"}
     order = {**ORDER_EVENT["order"], "zones": [zone]}
