@@ -123,6 +123,14 @@ class PolygonShape:
             polygons.append(Polygon(shell, holes))
         return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
 
+    @property
+    def flat_rings(self) -> tuple[array[float], ...] | None:
+        """A small polygon's rings, each a closed x, y, x, y, ... array in `plane` (holes and
+        islands among them; even-odd crossings tell inside); None for one kept in GEOS."""
+        if self._parts is None:
+            return None
+        return tuple(itertools.chain.from_iterable(self._parts))
+
     def signed_distance(self, lat: float, lon: float, within: float = math.inf) -> float:
         x, y = self.plane.to_xy(lat, lon)
         minx, miny, maxx, maxy = self.xy_bounds

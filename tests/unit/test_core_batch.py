@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from hypothesis import given, settings
@@ -35,12 +36,26 @@ def _order_a(version: int = 1, radius: float = 200) -> CompiledOrder:
     )  # fmt: skip
 
 
+def _donut(
+    zone_id: str, x: float, y: float, half: float, hole: float, **extra: Any
+) -> dict[str, Any]:
+    outer = square(zone_id, x, y, half, **extra)
+    inner = square(zone_id, x, y, hole)["geometry"]["coordinates"][0]
+    outer["geometry"]["coordinates"].append(inner[::-1])
+    return outer
+
+
 ORDERS = [
     _order_a(),
-    # The same ankle monitor in a second order: an always-on presence obligation (a polygon).
+    # The same ankle monitor in a second order: an always-on presence obligation (a polygon), and
+    # an area ban with a hole (the courtyard is allowed).
     compiled(
         order_id="BB-B",
-        zones=[square("area", 0, 0, 2500, kind="presence_obligation"), circle("c", 900, 0, 100)],
+        zones=[
+            square("area", 0, 0, 2500, kind="presence_obligation"),
+            circle("c", 900, 0, 100),
+            _donut("donut", -800, 300, 500, 200),
+        ],
         victim_device=None,
     ),
     # Another subject whose order expires during the walk.
@@ -50,8 +65,21 @@ ORDERS = [
         zones=[circle("c2", 300, 300, 250, warning_buffer_m=100)],
         valid_until=T0 + 3000,
     ),
+    # A subject who must stay on the grounds but out of the yard in their middle: being in the
+    # hole is being outside the zone.
+    compiled(
+        order_id="BB-D",
+        subject_device="EB-3003",
+        zones=[_donut("grounds", 0, 0, 2500, 700, kind="presence_obligation")],
+        victim_device=None,
+    ),
 ]
-MEMBERS = {"EB-1001": ["BB-A", "BB-B"], "VD-2001": ["BB-A"], "EB-2002": ["BB-C"]}
+MEMBERS = {
+    "EB-1001": ["BB-A", "BB-B"],
+    "VD-2001": ["BB-A"],
+    "EB-2002": ["BB-C"],
+    "EB-3003": ["BB-D"],
+}
 INDEX = {o.order_id: o for o in ORDERS}
 
 
@@ -81,7 +109,7 @@ def scenarios(draw: st.DrawFn) -> list[Step]:
     pending: list[tuple[str, Signal]] = []
     for _ in range(draw(st.integers(1, 150))):
         t += draw(st.floats(0, 60))
-        device = draw(st.sampled_from(["EB-1001"] * 4 + ["VD-2001", "EB-2002"]))
+        device = draw(st.sampled_from(["EB-1001"] * 4 + ["VD-2001", "EB-2002", "EB-3003"]))
         p = pos[device]
         stride = draw(st.sampled_from([5.0, 50.0, 300.0]))
         p[0] += draw(st.floats(-stride, stride))
