@@ -17,12 +17,17 @@ from array import array
 from functools import cache
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.validation import explain_validity
 
 from geo import municipalities
 from geo.projection import MAX_ABS_LATITUDE, LocalPlane, wrap_longitude_delta
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
 
 MAX_VERTICES = 10_000
 MAX_EXTENT_M = 200_000.0
@@ -124,12 +129,22 @@ class PolygonShape:
         return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
 
     @property
-    def flat_rings(self) -> tuple[array[float], ...] | None:
-        """A small polygon's rings, each a closed x, y, x, y, ... array in `plane` (holes and
-        islands among them; even-odd crossings tell inside); None for one kept in GEOS."""
+    def is_small(self) -> bool:
+        """Kept as coordinates and measured in Python (see `edges`), not in GEOS."""
+        return self._parts is not None
+
+    def edges(self) -> tuple[F64, F64, F64, F64]:
+        """A small polygon's edges in `plane` as (x1, y1, x2, y2) arrays, every ring's (holes
+        and islands among them), for `signed_distances_to_edges`."""
         if self._parts is None:
-            return None
-        return tuple(itertools.chain.from_iterable(self._parts))
+            raise ValueError("only a small polygon is kept as edges")
+        points = [
+            np.frombuffer(ring, dtype=np.float64).reshape(-1, 2)
+            for ring in itertools.chain.from_iterable(self._parts)
+        ]
+        starts = np.concatenate([p[:-1] for p in points])
+        ends = np.concatenate([p[1:] for p in points])
+        return starts[:, 0], starts[:, 1], ends[:, 0], ends[:, 1]
 
     def signed_distance(self, lat: float, lon: float, within: float = math.inf) -> float:
         x, y = self.plane.to_xy(lat, lon)
@@ -176,6 +191,26 @@ def _signed_distance_to_rings(parts: _FlatParts, x: float, y: float) -> float:
             x1, y1 = x2, y2
     distance = math.sqrt(nearest_sq)
     return -distance if inside and distance > 0.0 else distance
+
+
+def signed_distances_to_edges(
+    x1: F64, y1: F64, x2: F64, y2: F64, firsts: I64, x: F64, y: F64
+) -> F64:
+    """`_signed_distance_to_rings` for many (point, polygon) pairs at once, the same arithmetic
+    in the same order. Pair k owns the edges from `firsts[k]` to the next pair's first (at
+    least one each), and `x`, `y` give its point once per edge."""
+    dx, dy = x2 - x1, y2 - y1
+    px, py = x - x1, y - y1
+    length_sq = dx * dx + dy * dy
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(length_sq > 0.0, (px * dx + py * dy) / length_sq, 0.0)
+        t = np.where(t < 0.0, 0.0, np.where(t > 1.0, 1.0, t))
+        ex, ey = px - t * dx, py - t * dy
+        crosses = ((y1 > y) != (y2 > y)) & (x < x1 + py * dx / dy)
+    nearest = np.sqrt(np.minimum.reduceat(ex * ex + ey * ey, firsts))
+    inside = np.add.reduceat(crosses.astype(np.int64), firsts) % 2 == 1
+    distance: F64 = np.where(inside & (nearest > 0.0), -nearest, nearest)
+    return distance
 
 
 # ---------------------------------------------------------------- compilation

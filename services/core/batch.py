@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from geo.projection import fast_distance_m_array, wrap_longitude_delta_array
-from geo.shapes import CircleShape, PolygonShape, Shape
+from geo.shapes import CircleShape, PolygonShape, signed_distances_to_edges
 from schemas.wire import Alert
 from services.core.config import DEFAULT_RULES, RuleConfig
 from services.core.engine import apply_order, evaluate, new_state, tick
@@ -63,8 +63,8 @@ _ORDER_FLOATS = ("valid_from", "valid_until", "watch_since")
 _ORDER_INTS = ("subject_slot", "partner_slot", "zone_start", "zone_count")
 _ORDER_BOOLS = ("revoked", "ended", "hot")
 _ZONE_FLOATS = ("lat0", "lon0", "kx", "ky", "radius_m", "minx", "miny", "maxx", "maxy", "buffer")
-# (and the fill of new rows) A small polygon's edges, see `_polygon_distance`: `edge_count` is 0
-# until they are first needed.
+# Each with the fill of new rows. A small polygon's edges (see `_polygon_distance`) go into the
+# edge table when they are first needed: until then `edge_count` is 0.
 _ZONE_INTS = {"schedule_row": -1, "edge_start": 0, "edge_count": 0}
 _ZONE_BOOLS = ("presence", "small_polygon")
 _EDGE_FLOATS = ("x1", "y1", "x2", "y2")
@@ -185,9 +185,7 @@ class Partition:
             | {name: (np.int64, fill) for name, fill in _ZONE_INTS.items()}
             | {name: (np.bool_, False) for name in _ZONE_BOOLS}
         )
-        # The shape of each zone row in force, for the edges of a small polygon when a fix first
-        # comes near its box: most never see one, so the table holds only the zones that did.
-        self._zone_shapes: list[Shape | None] = []
+        # The edges of the small polygons a fix came near the box of: most never see one.
         self._edges = _Columns({name: (np.float64, math.nan) for name in _EDGE_FLOATS})
         # Orders whose state objects changed since their last checkpoint (not only their tracks).
         self._restated: set[int] = set()
@@ -321,17 +319,12 @@ class Partition:
         )  # fmt: skip
         for device in watched:
             self._slots.col["watched"][self._slot(i, device)] = True
-        # Zones get fresh rows; the old rows of an amended order are simply no longer pointed at,
-        # and no longer hold on to their shapes.
-        old_start = int(cols["zone_start"][i])
-        for old_row in range(old_start, old_start + int(cols["zone_count"][i])):
-            self._zone_shapes[old_row] = None
+        # Zones get fresh rows; the old rows of an amended order are simply no longer pointed at.
         first = self._zones.add(len(order.zones))
         cols["zone_start"][i], cols["zone_count"][i] = first, len(order.zones)
         z = self._zones.col
         for row, zone in enumerate(order.zones, start=first):
             shape = zone.shape
-            self._zone_shapes.append(shape)
             z["buffer"][row] = zone.warning_buffer_m
             z["presence"][row] = zone.kind == "presence_obligation"
             z["schedule_row"][row] = (
@@ -351,7 +344,7 @@ class Partition:
                 )
                 z["radius_m"][row] = math.nan
                 z["minx"][row], z["miny"][row], z["maxx"][row], z["maxy"][row] = shape.xy_bounds
-                z["small_polygon"][row] = shape.flat_rings is not None
+                z["small_polygon"][row] = shape.is_small
             else:  # an unknown shape: never quiet, always the scalar path
                 z["radius_m"][row] = math.nan
                 z["minx"][row] = z["miny"][row] = -math.inf
@@ -651,7 +644,9 @@ class Partition:
         # Within a small polygon's box is not yet near it: its exact distance may still clear.
         boxed = np.flatnonzero(~clear & z["small_polygon"][row])
         if len(boxed):
-            distance = self._polygon_distance(row[boxed], dx[boxed], dy[boxed])
+            distance = self._polygon_distance(
+                row[boxed], batch.order[pair_item[boxed]], offsets[boxed], dx[boxed], dy[boxed]
+            )
             clear[boxed] = np.where(
                 presence[boxed], distance <= -reach[boxed], distance >= reach[boxed]
             )
@@ -663,47 +658,36 @@ class Partition:
         near[pair_item[~clear]] = True
         return near
 
-    def _polygon_distance(self, rows: I64, x: F64, y: F64) -> F64:
-        """Signed distance from each (x, y) to the small polygon of its zone row, as
-        `PolygonShape.signed_distance` gives it: the nearest edge, negative inside by even-odd
-        crossings over all rings, the same arithmetic in the same order."""
+    def _polygon_distance(self, rows: I64, orders: I64, zones: I64, x: F64, y: F64) -> F64:
+        """Signed distance from each (x, y) to the small polygon of its zone row (zone number
+        `zones` of order `orders`), as `PolygonShape.signed_distance` gives it."""
         z, e = self._zones.col, self._edges.col
-        for row in np.unique(rows[z["edge_count"][rows] == 0]).tolist():
-            self._add_edges(row)
+        missing = np.flatnonzero(z["edge_count"][rows] == 0)
+        for k in missing.tolist():
+            row = int(rows[k])
+            if z["edge_count"][row] == 0:  # not already added for an earlier pair
+                shape = self.orders[int(orders[k])].zones[int(zones[k])].shape
+                assert isinstance(shape, PolygonShape)
+                self._add_edges(row, shape)
         counts = z["edge_count"][rows]
-        ends = np.cumsum(counts)
-        firsts = ends - counts
+        firsts = np.cumsum(counts) - counts
         pair = np.repeat(np.arange(len(rows)), counts)
         edge = np.repeat(z["edge_start"][rows], counts) + np.arange(len(pair)) - firsts[pair]
-        x1, y1, x2, y2 = e["x1"][edge], e["y1"][edge], e["x2"][edge], e["y2"][edge]
-        px, py = x[pair], y[pair]
-        dx, dy = x2 - x1, y2 - y1
-        qx, qy = px - x1, py - y1
-        length_sq = dx * dx + dy * dy
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(length_sq > 0.0, (qx * dx + qy * dy) / length_sq, 0.0)
-            t = np.where(t < 0.0, 0.0, np.where(t > 1.0, 1.0, t))
-            ex, ey = qx - t * dx, qy - t * dy
-            crosses = ((y1 > py) != (y2 > py)) & (px < x1 + qy * dx / dy)
-        nearest = np.sqrt(np.minimum.reduceat(ex * ex + ey * ey, firsts))
-        inside = np.add.reduceat(crosses.astype(np.int64), firsts) % 2 == 1
-        distance: F64 = np.where(inside & (nearest > 0.0), -nearest, nearest)
-        return distance
+        return signed_distances_to_edges(
+            e["x1"][edge], e["y1"][edge], e["x2"][edge], e["y2"][edge], firsts, x[pair], y[pair]
+        )
 
-    def _add_edges(self, row: int) -> None:
-        shape = self._zone_shapes[row]
-        rings = shape.flat_rings if isinstance(shape, PolygonShape) else None
-        assert rings is not None, "only the rows of small polygons have edges"
-        points = [np.frombuffer(ring, dtype=np.float64).reshape(-1, 2) for ring in rings]
-        count = sum(len(p) - 1 for p in points)
-        first = self._edges.add(count)
-        e, at = self._edges.col, first
-        for p in points:
-            end = at + len(p) - 1
-            e["x1"][at:end], e["y1"][at:end] = p[:-1, 0], p[:-1, 1]
-            e["x2"][at:end], e["y2"][at:end] = p[1:, 0], p[1:, 1]
-            at = end
-        self._zones.col["edge_start"][row], self._zones.col["edge_count"][row] = first, count
+    def _add_edges(self, row: int, shape: PolygonShape) -> None:
+        x1, y1, x2, y2 = shape.edges()
+        first = self._edges.add(len(x1))
+        end, e = first + len(x1), self._edges.col
+        e["x1"][first:end], e["y1"][first:end], e["x2"][first:end], e["y2"][first:end] = (
+            x1,
+            y1,
+            x2,
+            y2,
+        )
+        self._zones.col["edge_start"][row], self._zones.col["edge_count"][row] = first, len(x1)
 
     def _partner_in_time(self, batch: SignalBatch, in_force: Bool) -> Bool:
         """Fixes that pair with the other device of a contact ban within the contact window."""

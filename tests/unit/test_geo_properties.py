@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from array import array
 
+import numpy as np
 import pytest
 import shapely
 from hypothesis import assume, given, settings
@@ -20,6 +22,7 @@ from geo.shapes import (
     ZoneGeometryError,
     _signed_distance_to_rings,
     compile_polygon,
+    signed_distances_to_edges,
 )
 from services.core.engine import CERTAIN, CLEAR, POSSIBLE, WARNING, disc_level
 
@@ -157,6 +160,37 @@ def test_edge_loop_distance_matches_geos(zone: Polygon | MultiPolygon, x: float,
     edge = zone.boundary.distance(Point(x, y))
     truth = -edge if zone.contains(Point(x, y)) else edge
     assert _signed_distance_to_rings(flat_parts(zone), x, y) == pytest.approx(truth, abs=1e-6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(metric_zones(), st.floats(-2500, 8000), st.floats(-2500, 2500)),
+        min_size=1, max_size=4,
+    )
+)  # fmt: skip
+def test_edge_distances_in_bulk_match_the_loop(
+    pairs: list[tuple[Polygon | MultiPolygon, float, float]],
+) -> None:
+    """The bulk form the core uses, over several (point, polygon) pairs at once."""
+    assume(all(zone.is_valid for zone, _, _ in pairs))
+    columns: list[list[float]] = [[], [], [], []]
+    firsts, xs, ys = [], [], []
+    for zone, x, y in pairs:
+        firsts.append(len(columns[0]))
+        for ring in itertools.chain.from_iterable(flat_parts(zone)):
+            points = list(zip(ring[0::2], ring[1::2], strict=True))
+            for (x1, y1), (x2, y2) in itertools.pairwise(points):
+                for column, value in zip(columns, (x1, y1, x2, y2), strict=True):
+                    column.append(value)
+                xs.append(x)
+                ys.append(y)
+    ax1, ay1, ax2, ay2 = (np.array(column, dtype=np.float64) for column in columns)
+    got = signed_distances_to_edges(
+        ax1, ay1, ax2, ay2, np.array(firsts, dtype=np.int64), np.array(xs), np.array(ys)
+    )
+    loop = [_signed_distance_to_rings(flat_parts(zone), x, y) for zone, x, y in pairs]
+    assert got.tolist() == pytest.approx(loop, abs=1e-9)
 
 
 def test_small_and_large_polygons_take_each_path() -> None:
