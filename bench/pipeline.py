@@ -31,6 +31,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,10 @@ class Level:
     latencies_ms: list[float]
     achieved_rate: float
     cpu: dict[str, float]
+    # Where an alert's latency went, per alert, in ms: fix produced -> detected (its `detected_at`,
+    # the evaluator's clock when it took the batch in), detected -> alert handed to Kafka (the
+    # record's timestamp: evaluation, the batch's write, the write before it), -> alert read.
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -274,6 +279,8 @@ class Reader:
     key_of: Any
     sent: dict[str, float] = field(default_factory=dict)
     got: dict[str, float] = field(default_factory=dict)
+    detected: dict[str, float] = field(default_factory=dict)  # alerts only: detected_at
+    handed: dict[str, float] = field(default_factory=dict)  # the record's timestamp
     positioned: asyncio.Event = field(default_factory=asyncio.Event)
     sending_done: asyncio.Event = field(default_factory=asyncio.Event)
     complete: asyncio.Event = field(default_factory=asyncio.Event)
@@ -297,24 +304,28 @@ class Reader:
                 now = time.time()
                 for records in fetched.values():
                     for record in records:
-                        key = self.key_of(record.value)
+                        key, detected = self.key_of(record.value)
                         if key in self.sent and key not in self.got:
                             self.got[key] = now
+                            self.handed[key] = record.timestamp / 1000
+                            if detected is not None:
+                                self.detected[key] = detected
                 if self.sending_done.is_set() and len(self.got) >= len(self.sent):
                     self.complete.set()
         finally:
             await consumer.stop()
 
 
-def _alert_key(raw: bytes) -> str | None:
+def _alert_key(raw: bytes) -> tuple[str | None, float | None]:
     alert = msgspec.json.decode(raw)
     if alert.get("rule") == "location_ban" and alert.get("seq") == 0:
-        return str(alert["order_id"])
-    return None
+        detected = datetime.fromisoformat(alert["detected_at"]).timestamp()
+        return str(alert["order_id"]), detected
+    return None, None
 
 
-def _echo_key(raw: bytes) -> str:
-    return str(msgspec.json.decode(raw)["key"])
+def _echo_key(raw: bytes) -> tuple[str, None]:
+    return str(msgspec.json.decode(raw)["key"]), None
 
 
 async def steady(
@@ -375,7 +386,15 @@ async def steady(
         print(f"[bench pipeline] {missing} of {len(sent)} alerts not seen within 30 s",
               file=sys.stderr)  # fmt: skip
     latencies = [(got[k] - sent[k]) * 1000 for k in got]
-    return Level(rate, latencies, produced / wall, cpu)
+    stages: dict[str, list[float]] = {}
+    if not baseline:
+        detected, handed = reader.detected, reader.handed
+        stages = {
+            "to detection": [(detected[k] - sent[k]) * 1000 for k in got],
+            "detection to send": [(handed[k] - detected[k]) * 1000 for k in got],
+            "send to read": [(got[k] - handed[k]) * 1000 for k in got],
+        }
+    return Level(rate, latencies, produced / wall, cpu, stages)
 
 
 def _summary(level: Level) -> dict[str, Any]:
@@ -388,6 +407,9 @@ def _summary(level: Level) -> dict[str, Any]:
         "p95_ms": round(quantile(values, 0.95), 1),
         "p99_ms": round(quantile(values, 0.99), 1),
         "cpu": {name: round(share, 2) for name, share in level.cpu.items()},
+        "stages_p50_ms": {
+            name: round(quantile(values, 0.50), 1) for name, values in level.stages_ms.items()
+        },
     }
 
 
@@ -477,5 +499,8 @@ def main(
               f"| {r['p95_ms']} | {r['p99_ms']} | {r['one_hop_p50_ms']}/{r['one_hop_p99_ms']} "
               f"| {r['p99_vs_one_hop']} | {cpu['router']:.0%} | {cpu['evaluator']:.0%} "
               f"| {cpu['load_generator']:.0%} |")  # fmt: skip
+    for r in results["steady"]:
+        stages = ", ".join(f"{name} {ms} ms" for name, ms in r["stages_p50_ms"].items())
+        print(f"p50 by stage at {r['rate']:,}/s: {stages}")
     print(f"latency plot: {results['plot']}")
     return results

@@ -56,6 +56,11 @@ def test_bench_pipeline_reports_catch_up_latency_cpu_memory_and_a_plot(
     (row,) = results["steady"]
     assert row["rate"] == 200 and row["samples"] > 0
     assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    # Where the latency went, from the alert's detected_at and its record's timestamp; the
+    # record's millisecond timestamp may round below detected_at by under a millisecond.
+    stages = row["stages_p50_ms"]
+    assert list(stages) == ["to detection", "detection to send", "send to read"]
+    assert all(ms > -1.0 for ms in stages.values()) and stages["to detection"] > 0
     assert row["one_hop_p99_ms"] > 0 and set(row["cpu"]) == {
         "router",
         "evaluator",
