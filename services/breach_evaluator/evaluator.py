@@ -60,6 +60,8 @@ BATCH_RECORDS = 60_000
 # Change log rows per partition between folds into evaluator_state: a fold rewrites a row per
 # order the log names, so rarer folds write fewer rows; a reload replays at most this many.
 FOLD_EVERY_BATCHES = 16
+# Orders compiled between two yields to the event loop while a partition loads (~50 ms).
+LOAD_YIELD_EVERY = 1_000
 # Alerts the evaluator sent but could not mark published (it died, the broker was away) are
 # left to the outbox relay once this old: long enough that the relay never races a healthy
 # evaluator (marks land within a second, with the next batch or tick), short for a control room.
@@ -179,6 +181,8 @@ class BreachEvaluator:
         # One group per topic prefix: deployments (and test runs) sharing a broker stay apart.
         self.group = f"{settings.topic_prefix}breach-evaluator"
         self.held: dict[int, HeldPartition] = {}
+        # Assigned, paused, and not loaded yet: the consume loop loads them one at a time.
+        self.to_load: set[int] = set()
         self.lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self.ready = asyncio.Event()
         self._commit: asyncio.Task[None] | None = None  # the batch write in flight
@@ -199,6 +203,7 @@ class BreachEvaluator:
             max_poll_records=FETCH_RECORDS,
         )  # fmt: skip
         self.held.clear()
+        self.to_load.clear()
         self._publishing.clear()  # unmarked rows of a run that failed: the relay's, after a while
         await producer.start()
         try:
@@ -227,6 +232,8 @@ class BreachEvaluator:
         watch = StallWatch()
         try:
             while not stop.is_set():
+                if self.to_load:
+                    await self.load_next(consumer)
                 fetched = await _fetch(consumer)
                 if fetched:
                     watch.moved()
@@ -248,26 +255,46 @@ class BreachEvaluator:
     # ------------------------------------------------------------ partitions
 
     async def assign(self, consumer: AIOKafkaConsumer, numbers: set[int]) -> None:
+        """New partitions are paused here and loaded later by the consume loop. aiokafka sends no
+        heartbeat while a rebalance listener runs, and a member silent for the session timeout
+        is put out of the group, which rebalances again: loading 100k orders here (~10 s) made
+        a restarted evaluator lose its partitions, load them again, and lose them again, for
+        minutes."""
         async with self.lock:
+            new = numbers - set(self.held)
+            consumer.pause(*self._partitions(new))
+            self.to_load |= new
+
+    async def load_next(self, consumer: AIOKafkaConsumer) -> None:
+        """Load one assigned partition from Postgres, seek it to its stored offsets, resume it.
+        One a turn of the consume loop: the partitions already loaded keep flowing meanwhile."""
+        async with self.lock:
+            if not self.to_load:
+                return  # revoked meanwhile
             await self._committed()  # a partition is loaded from what has landed
-            for number in sorted(numbers - set(self.held)):
-                held = await self._load(number)
-                self.held[number] = held
-                for topic in self.topics:
-                    tp = TopicPartition(topic, number)
-                    offset = held.offsets.get(topic)
-                    if offset is None:
-                        await consumer.seek_to_beginning(tp)
-                    else:
-                        consumer.seek(tp, offset)
+            number = min(self.to_load)
+            held = await self._load(number)
+            self.to_load.discard(number)
+            self.held[number] = held
+            for tp in self._partitions({number}):
+                offset = held.offsets.get(tp.topic)
+                if offset is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, offset)
+            consumer.resume(*self._partitions({number}))
             self.metrics.set("partitions_held", len(self.held))
 
     async def revoke(self, numbers: set[int]) -> None:
         async with self.lock:
             await self._committed()  # the next owner starts where this one's last batch landed
+            self.to_load -= numbers
             for number in numbers:
                 self.held.pop(number, None)
             self.metrics.set("partitions_held", len(self.held))
+
+    def _partitions(self, numbers: set[int]) -> list[TopicPartition]:
+        return [TopicPartition(t, number) for number in sorted(numbers) for t in self.topics]
 
     async def _load(self, number: int) -> HeldPartition:
         started = time.perf_counter()
@@ -278,7 +305,9 @@ class BreachEvaluator:
         held.offsets = {topic: offsets.get(topic) for topic in self.topics}
         held.logged_batches = loaded.logged_batches
         now = wall_clock()
-        for checkpoint in loaded.checkpoints:
+        for n, checkpoint in enumerate(loaded.checkpoints, start=1):
+            if n % LOAD_YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # the heartbeat and the other partitions' I/O get a turn
             order = compile_order(checkpoint.order_event)
             held.core.restore(
                 order, now, _state_decoder.decode(checkpoint.state),
