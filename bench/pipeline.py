@@ -8,11 +8,14 @@ exactly as a producer would) so that it is not what limits the figures.
 1. Orders: N orders (default 100k) with one monitored subject each (N devices): a circular
    location ban (centre + radius), a polygon area ban, a contact ban, and for one order in ten
    a municipality area ban (one of a handful of municipalities, compiled once and shared).
-2. Catch-up: a backlog of routed signals (default 1M) on `bw.order-signals.v1` before the
-   evaluator starts; fixes/s from its first committed batch to its last, and its resident
-   memory once it holds every order. Baseline in the same run: a bare consumer reading and
-   decoding the same backlog (the ceiling of aiokafka + msgspec in one Python process).
-3. Steady state: positions produced at fixed rates (default 1k/s and 5k/s) through
+2. First start: the evaluator takes every order in from the orders topic and checkpoints it
+   (orders/s), then stops, as for a deploy.
+3. Catch-up: a backlog of routed signals (default 1M) on `bw.order-signals.v1` while it is
+   down; it restarts, loads its orders from Postgres, and catches up: fixes/s from its first
+   committed batch to its last, and its resident memory once it holds every order. Baseline in
+   the same run: a bare consumer reading and decoding the same backlog (the ceiling of
+   aiokafka + msgspec in one Python process).
+4. Steady state: positions produced at fixed rates (default 1k/s and 5k/s) through
    fix_router and the evaluator; 1% of them enter their order's location ban. Latency is from
    handing the fix to the producer to reading its alert from `bw.alerts.v1`, with the CPU used
    by the router and the evaluator. Baseline in the same run: one Kafka hop (produce, consume)
@@ -44,6 +47,7 @@ from bench import plots
 from bench.ingest import home, order_body
 from bench.processes import (
     cpu_seconds,
+    gauge,
     quantile,
     resident_bytes,
     start_service,
@@ -57,6 +61,7 @@ from services.adapters.settings import Settings
 
 MUNICIPALITIES = ("GM0344", "GM0363", "GM0599", "GM0518", "GM0014")  # Utrecht, A'dam, R'dam, ...
 TRIGGER_SHARE = 0.01
+HELD = "bw_breach_evaluator_partitions_held"
 QUIET_DISTANCE_M = 2000.0
 _partition = DefaultPartitioner()
 
@@ -190,39 +195,69 @@ async def _evaluated(conn: asyncpg.Connection, topic: str) -> int:
     return int(done)
 
 
-async def catch_up(
-    settings: Settings, total: int
-) -> tuple[dict[str, Any], asyncio.subprocess.Process]:
-    """Start the evaluator on the backlog; fixes/s from its first commit to its last."""
-    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
-    topic = settings.topic("order-signals.v1")
-    launched = time.perf_counter()
-    evaluator, _ = await start_service(
+async def _start_evaluator(settings: Settings) -> tuple[asyncio.subprocess.Process, str]:
+    return await start_service(
         settings, "evaluator", extra_env={"BW_RULES_SIGNAL_LOST_AFTER_S": "36000"},
         ready_within_s=300,
     )  # fmt: skip
+
+
+async def first_start(settings: Settings, orders: int) -> dict[str, Any]:
+    """The evaluator's first start on the orders topic: orders/s from launch until every order
+    is checkpointed; then it stops (SIGTERM), as for a deploy."""
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    topic = settings.topic("protection-orders.v1")
+    launched = time.perf_counter()
+    evaluator, _ = await _start_evaluator(settings)
+    try:
+        while (done := await _evaluated(conn, topic)) < orders:
+            if time.perf_counter() - launched > 1800:
+                raise SystemExit(f"first start stuck at {done} of {orders} orders")
+            await asyncio.sleep(0.05)
+        took = time.perf_counter() - launched
+        return {"orders": orders, "orders_per_s": round(orders / took), "took_s": round(took, 1)}
+    finally:
+        await stop_service(evaluator)
+        await conn.close()
+
+
+async def catch_up(
+    settings: Settings, total: int
+) -> tuple[dict[str, Any], asyncio.subprocess.Process]:
+    """Restart the evaluator on the backlog: the time until it holds every partition (loaded
+    from Postgres), then fixes/s from there to its last commit. It starts the partitions it has
+    loaded while it loads the others; those early signals are left out of the rate."""
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    topic = settings.topic("order-signals.v1")
+    launched = time.perf_counter()
+    evaluator, url = await _start_evaluator(settings)
     ready = time.perf_counter()
     try:
-        first: tuple[float, int] | None = None
+        first: tuple[float, int] | None = None  # when every partition was held, and done then
+        first_commit: float | None = None
         while True:
             done = await _evaluated(conn, topic)
             now = time.perf_counter()
-            if first is None and done > 0:
+            if first_commit is None and done > 0:
+                first_commit = now
+            if first is None and await gauge(url, HELD) == settings.partitions:
                 first = (now, done)
             if done >= total:
                 break
             if now - launched > 1800:
                 raise SystemExit(f"catch-up stuck at {done} of {total}")
             await asyncio.sleep(0.05)
-        assert first is not None
-        if first[1] >= total:  # a backlog small enough for one batch: time it from readiness
+        assert first_commit is not None
+        if first is None or first[1] >= total:  # a backlog too small: time it from readiness
             first = (ready, 0)
         rss = resident_bytes(evaluator.pid)
         row = {
             "backlog": total,
             "fixes_per_s": round((total - first[1]) / max(now - first[0], 1e-9)),
             "from_launch_s": round(now - launched, 1),
-            "first_commit_after_s": round(first[0] - launched, 1),
+            "first_commit_after_s": round(first_commit - launched, 1),
+            "all_loaded_after_s": round(first[0] - launched, 1),
+            "evaluated_while_loading": first[1],
             "evaluator_rss_mib": round(rss / 2**20),
         }
         return row, evaluator
@@ -430,6 +465,8 @@ async def measure(
         async with scratch_topics(base.model_copy(update={"database_url": url})) as settings:
             made = Fleet(os.urandom(3).hex(), orders)
             orders_s = await produce_orders(settings, made)
+            started = await first_start(settings, orders)
+            print(f"[bench pipeline] first start {started}", file=sys.stderr)
             backlog_s = await produce_backlog(settings, made, backlog)
             print(f"[bench pipeline] {orders:,} orders in {orders_s:.1f} s, {backlog:,} backlog "
                   f"signals in {backlog_s:.1f} s", file=sys.stderr)  # fmt: skip
@@ -471,8 +508,8 @@ async def measure(
                 await stop_service(evaluator)
     plot(levels, plot_to)
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    return {"machine": machine, "orders": orders, "catch_up": caught, "steady": rows,
-            "plot": str(plot_to)}  # fmt: skip
+    return {"machine": machine, "orders": orders, "first_start": started, "catch_up": caught,
+            "steady": rows, "plot": str(plot_to)}  # fmt: skip
 
 
 def main(
@@ -483,9 +520,13 @@ def main(
     if as_json:
         print(json.dumps(results))
         return results
-    c = results["catch_up"]
-    print(f"catch-up of {c['backlog']:,} signals, {orders:,} orders: {c['fixes_per_s']:,} fixes/s "
-          f"({c['ratio_vs_bare_consumer']} x a bare consumer's {c['bare_consumer_per_s']:,}/s); "
+    f, c = results["first_start"], results["catch_up"]
+    print(f"first start: {f['orders']:,} orders taken in from the topic and checkpointed in "
+          f"{f['took_s']} s ({f['orders_per_s']:,} orders/s)")  # fmt: skip
+    print(f"catch-up after a restart, {c['backlog']:,} signals, {orders:,} orders: "
+          f"{c['fixes_per_s']:,} fixes/s "
+          f"({c['ratio_vs_bare_consumer']} x a bare consumer's {c['bare_consumer_per_s']:,}/s), "
+          f"every partition loaded {c['all_loaded_after_s']} s after launch; "
           f"evaluator resident {c['evaluator_rss_mib']} MiB, "
           f"{c['evaluator_rss_mib_after_load']} MiB after the steady load")  # fmt: skip
     print(

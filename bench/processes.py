@@ -59,6 +59,19 @@ async def stop_service(server: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(server.wait(), timeout=30)
 
 
+async def gauge(url: str, name: str) -> float | None:
+    """One gauge from a service's /metrics; None while it does not answer or has not set it."""
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=2) as http:
+            text = (await http.get("/metrics")).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return None
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -232,7 +232,7 @@ class BreachEvaluator:
         watch = StallWatch()
         try:
             while not stop.is_set():
-                if self.to_load:
+                while self.to_load:
                     await self.load_next(consumer)
                 fetched = await _fetch(consumer)
                 if fetched:
@@ -267,7 +267,8 @@ class BreachEvaluator:
 
     async def load_next(self, consumer: AIOKafkaConsumer) -> None:
         """Load one assigned partition from Postgres, seek it to its stored offsets, resume it.
-        One a turn of the consume loop: the partitions already loaded keep flowing meanwhile."""
+        The loop loads all of them before its next batch: interleaved with catch-up batches of
+        the partitions loaded first, the last one waited twice as long to be served."""
         async with self.lock:
             if not self.to_load:
                 return  # revoked meanwhile

@@ -50,6 +50,7 @@ def test_bench_pipeline_reports_catch_up_latency_cpu_memory_and_a_plot(
     results = pipeline.main(
         orders=400, backlog=4000, rates=[200], seconds=2.0, plot_to=plot_to, as_json=True
     )
+    assert results["first_start"]["orders"] == 400 and results["first_start"]["orders_per_s"] > 0
     caught = results["catch_up"]
     assert caught["backlog"] == 4000 and caught["fixes_per_s"] > 0
     assert caught["bare_consumer_per_s"] > 0 and caught["evaluator_rss_mib"] > 0

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
+from bench.processes import gauge
 from deploy.scratch import asyncpg_dsn, environment_of, free_port
 from schemas import wire
 from services.adapters.settings import Settings
@@ -146,15 +146,8 @@ async def test_alerts_survive_ten_sigkills_of_the_evaluator(
 
 async def partitions_held(port: int) -> int:
     """The evaluator's own gauge, from its /metrics; -1 while it does not answer."""
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
-            text = (await http.get("/metrics")).text
-    except httpx.HTTPError:
-        return -1
-    for line in text.splitlines():
-        if line.startswith("bw_breach_evaluator_partitions_held "):
-            return int(float(line.split()[1]))
-    return 0
+    held = await gauge(f"http://127.0.0.1:{port}", "bw_breach_evaluator_partitions_held")
+    return -1 if held is None else int(held)
 
 
 @pytest.mark.timeout(900)
