@@ -110,35 +110,61 @@ class HeldPartition:
     logged_batches: int = 0  # change log rows since the last fold
     last_tick: float = 0.0
 
-    def changes(self, dirty: set[int], idle: bool) -> tuple[bool, list[store.Checkpoint]]:
-        """What this batch writes of the partition: (fold, checkpoints). Usually a row of the
-        change log with what the batch changed; every FOLD_EVERY_BATCHES batches, and when the
-        input is idle (the fetch came back empty), the full checkpoint of every order the log
-        names, folded into evaluator_state. Folding when idle keeps the fold after a catch-up,
-        a row for every order caught up, from landing on the first fixes of live traffic."""
+    def changes(self, dirty: set[int], idle: bool) -> PartitionChanges:
+        """What this batch writes of the partition. Usually a row of the change log with what
+        the batch changed; every FOLD_EVERY_BATCHES batches, and when the input is idle (the
+        fetch came back empty), the full checkpoint of every order the log names, folded into
+        evaluator_state. Folding when idle keeps the fold after a catch-up, a row for every
+        order caught up, from landing on the first fixes of live traffic."""
         fold = self.logged_batches > 0 and (
             self.logged_batches + 1 >= FOLD_EVERY_BATCHES or (idle and not dirty)
         )
-        indices = sorted(self.since_fold | dirty if fold else dirty)
+        if fold:
+            made = self._full_checkpoints(sorted(self.since_fold | dirty))
+            self.new_versions.clear()
+            self.since_fold.clear()
+            self.logged_batches = 0
+            return PartitionChanges(folded=made)
+        if not dirty:
+            return PartitionChanges()
+        indices = sorted(dirty)
+        rows = self.core.changed(indices)
+        orders, encode, delivered = self.core.orders, _encoder.encode, self.delivered.get
+        order_ids = [orders[i].order_id for i in indices]
+        logged = store.LoggedChanges(
+            order_ids, [None if state is None else encode(state) for state in rows.states],
+            [delivered(order_id, _NOTHING_DELIVERED) for order_id in order_ids],
+            rows.devices, rows.values,
+        )  # fmt: skip
+        versions = []
+        if self.new_versions:
+            for order_id, state, seen, tracks in zip(
+                order_ids, logged.states, logged.delivered, rows.track_rows(), strict=True
+            ):
+                raw = self.new_versions.get(order_id)
+                if raw is not None:
+                    versions.append(store.Checkpoint(
+                        order_id, self.number, state, raw, encode(seen),
+                        b"" if tracks is None else encode(tracks),
+                    ))  # fmt: skip
+            self.new_versions.clear()
+        self.since_fold |= dirty
+        self.logged_batches += 1
+        return PartitionChanges(logged=logged.encoded(), versions=versions)
+
+    def _full_checkpoints(self, indices: list[int]) -> list[store.Checkpoint]:
         orders, number, encode = self.core.orders, self.number, _encoder.encode
         new_version, delivered = self.new_versions.get, self.delivered.get
         made = []
-        for i, checkpoint in zip(indices, self.core.checkpoint(indices, full=fold), strict=True):
+        for i, checkpoint in zip(indices, self.core.checkpoint(indices, full=True), strict=True):
             order_id = orders[i].order_id
             state, tracks = checkpoint.state, checkpoint.tracks
             made.append(store.Checkpoint(
-                order_id, number, None if state is None else encode(state),
-                new_version(order_id), encode(delivered(order_id, _NOTHING_DELIVERED)),
+                order_id, number, None if state is None else encode(state), new_version(order_id),
+                encode(delivered(order_id, _NOTHING_DELIVERED)),
                 b"" if tracks is None else encode(tracks),
             ))  # fmt: skip
-        self.new_versions.clear()
-        if fold:
-            self.since_fold.clear()
-            self.logged_batches = 0
-        elif made:
-            self.since_fold |= dirty
-            self.logged_batches += 1
-        return fold, made
+        return made
 
     def redelivered(self, signal: wire.OrderSignal, positions_topic: str) -> bool:
         """True for a signal whose source record this order has already evaluated; else the
@@ -152,6 +178,15 @@ class HeldPartition:
             return True
         seen[stream] = source.offset
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionChanges:
+    """A partition's share of a batch write: a change log row, or a fold."""
+
+    logged: bytes | None = None  # store.LoggedChanges, encoded
+    versions: list[store.Checkpoint] = field(default_factory=list)  # logged, with a new version
+    folded: list[store.Checkpoint] = field(default_factory=list)  # every order the log names
 
 
 @dataclass
@@ -375,15 +410,19 @@ class BreachEvaluator:
                 store.OutgoingAlert(a.order_id, a.alert_id, a.seq, wire.encode(a)) for a in alerts
             ]
             plans.append((held, todo, dirty))
-        logged: list[tuple[int, list[store.Checkpoint]]] = []
+        logged: list[tuple[int, bytes]] = []
         folded: list[tuple[int, list[store.Checkpoint]]] = []
+        versions: list[store.Checkpoint] = []
         moves: list[store.OffsetMove] = []
         for held, todo, dirty in plans:
             # Idle: the fetch came back empty. Not a partition missing from one fetch: in a
             # catch-up that happens all the time, and a fold there costs a row per order.
-            fold, checkpoints = held.changes(dirty, idle=not fetched)
-            if checkpoints:
-                (folded if fold else logged).append((held.number, checkpoints))
+            changes = held.changes(dirty, idle=not fetched)
+            if changes.logged is not None:
+                logged.append((held.number, changes.logged))
+            if changes.folded:
+                folded.append((held.number, changes.folded))
+            versions += changes.versions
             for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic):
                 moves.append(store.OffsetMove(topic, held.number, held.offsets.get(topic), new))
                 # Where the partition stands once the batch lands; the next batch moves it on
@@ -391,7 +430,10 @@ class BreachEvaluator:
                 held.offsets[topic] = new
         signals = sum(len(todo.signals) for _, todo, _ in plans)
         await self._committed()  # one write in flight at a time, in batch order
-        batch = store.BatchWrite(self.group, moves, logged, folded, outgoing)
+        batch = store.BatchWrite(
+            self.group, moves=moves, logged=logged, folded=folded, versions=versions,
+            alerts=outgoing,
+        )  # fmt: skip
         self._commit = asyncio.create_task(self._write(db, producer, batch, signals, started))
 
     async def _write(

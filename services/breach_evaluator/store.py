@@ -25,10 +25,49 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.adapters.database import DriverConnection
 from services.adapters.tables import consumer_offsets, evaluator_changes, evaluator_state
+from services.core.batch import ChangedRows
 
-_ChangeRow = tuple[str, bytes | None, bytes, bytes]  # order id, state or nil, delivered, tracks
+# An order's entry in the change log: order id, state or nil, delivered, tracks (encoded).
+_ChangeRow = tuple[str, bytes | None, bytes, bytes]
 _changes_encoder = msgspec.msgpack.Encoder()
-_changes_decoder = msgspec.msgpack.Decoder(list[_ChangeRow])
+_row_per_order_decoder = msgspec.msgpack.Decoder(list[_ChangeRow])  # rows before LoggedChanges
+
+
+class LoggedChanges(msgspec.Struct, array_like=True, frozen=True):
+    """One change log row: what one batch changed in one partition, column by column, so that a
+    batch makes no object per order it touched (the row is read back only on a reload)."""
+
+    order_ids: list[str]
+    states: list[bytes | None]  # the order's encoded state; None: only its tracks moved
+    delivered: list[dict[int, int]]  # {input stream: last source offset evaluated}
+    devices: list[tuple[str, ...] | None]  # of its track rows; None: its tracks are in its state
+    values: bytes  # the track rows of the orders with devices, one after the other (TrackRows)
+
+    def encoded(self) -> bytes:
+        """The row as stored. Encode it when it is made: `delivered` holds the evaluator's own
+        dicts, which the next batch moves on."""
+        return _changes_encoder.encode(self)
+
+    def per_order(self) -> list[_ChangeRow]:
+        """Each order's entry, encoded as a row of evaluator_state holds it."""
+        cut = ChangedRows([], self.devices, self.values).track_rows()
+        encode = _changes_encoder.encode
+        return [
+            (order_id, state, encode(delivered), b"" if tracks is None else encode(tracks))
+            for order_id, state, delivered, tracks in zip(
+                self.order_ids, self.states, self.delivered, cut, strict=True
+            )
+        ]
+
+
+_changes_decoder = msgspec.msgpack.Decoder(LoggedChanges)
+
+
+def _replayed(blob: bytes) -> list[_ChangeRow]:
+    try:
+        return _changes_decoder.decode(blob).per_order()
+    except msgspec.ValidationError:  # a row written before LoggedChanges, one entry per order
+        return _row_per_order_decoder.decode(blob)
 
 
 class Fenced(RuntimeError):
@@ -98,7 +137,7 @@ async def load_checkpoints(conn: AsyncConnection, partition: int) -> LoadedParti
     in_log: set[str] = set()
     for (blob,) in logged:
         batches += 1
-        for order_id, state, delivered, tracks in _changes_decoder.decode(blob):
+        for order_id, state, delivered, tracks in _replayed(blob):
             known = orders.get(order_id)
             if known is None:  # its version went to evaluator_state with its first log row
                 raise RuntimeError(f"the change log of partition {partition} names {order_id}, "
@@ -132,14 +171,19 @@ class BatchWrite:
 
     group: str
     moves: Sequence[OffsetMove] = ()
-    logged: Sequence[tuple[int, Sequence[Checkpoint]]] = ()  # (partition, what changed)
+    logged: Sequence[tuple[int, bytes]] = ()  # (partition, what changed: LoggedChanges.encoded)
     # (partition, the full checkpoint of every order its log names)
     folded: Sequence[tuple[int, Sequence[Checkpoint]]] = ()
+    # Orders of logged partitions with a new version: stored at once, with the state it
+    # starts from (they are in their partition's log row as well).
+    versions: Sequence[Checkpoint] = ()
     alerts: Sequence[OutgoingAlert] = ()
     published: Sequence[int] = ()  # outbox ids Kafka acknowledged since the last batch
 
     def __bool__(self) -> bool:
-        return any((self.moves, self.logged, self.folded, self.alerts, self.published))
+        return any(
+            (self.moves, self.logged, self.folded, self.versions, self.alerts, self.published)
+        )
 
 
 async def commit_batch(conn: DriverConnection, batch: BatchWrite) -> list[int]:
@@ -152,9 +196,9 @@ async def commit_batch(conn: DriverConnection, batch: BatchWrite) -> list[int]:
     it starts from (they are rare, and this way the log never carries versions); replayed, the
     log row of the same batch restores its state over that row, so the order does not matter.
     """
-    checkpoints = [c for _, made in (*batch.logged, *batch.folded) for c in made]
-    fresh = [c for c in checkpoints if c.order_event is not None]
-    if any(c.state is None for c in fresh):
+    fresh = [*batch.versions]
+    fresh += (c for _, made in batch.folded for c in made if c.order_event is not None)
+    if any(c.state is None or c.order_event is None for c in fresh):
         raise ValueError("an order stored with a new version needs its state")
     folded = [c for _, made in batch.folded for c in made if c.order_event is None]
     moves, alerts = batch.moves, batch.alerts
@@ -167,8 +211,7 @@ async def commit_batch(conn: DriverConnection, batch: BatchWrite) -> list[int]:
             [c.state for c in fresh], [c.order_event for c in fresh],
             [c.delivered for c in fresh], [c.tracks for c in fresh],
             [partition for partition, _ in batch.logged],
-            [_changes_encoder.encode([(c.order_id, c.state, c.delivered, c.tracks) for c in made])
-             for _, made in batch.logged],
+            [changes for _, changes in batch.logged],
             [partition for partition, _ in batch.folded],
             [c.order_id for c in folded], [c.partition for c in folded],
             [c.state for c in folded], [c.delivered for c in folded], [c.tracks for c in folded],

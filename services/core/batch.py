@@ -126,6 +126,27 @@ class TrackRows(msgspec.Struct, array_like=True, frozen=True):
     values: bytes
 
 
+class ChangedRows(msgspec.Struct, array_like=True, frozen=True):
+    """What changed in some orders, column by column (`Partition.changed`), one entry each."""
+
+    states: list[OrderState | None]  # None: its objects are as last checkpointed
+    devices: list[tuple[str, ...] | None]  # of its track rows; None: hot, its tracks in `states`
+    values: bytes  # the track rows of the orders with devices, one after the other
+
+    def track_rows(self) -> list[TrackRows | None]:
+        """Each order's tracks cut from `values` (None for a hot order)."""
+        cut: list[TrackRows | None] = []
+        start, row_bytes = 0, len(TRACK_COLUMNS) * 8
+        for devices in self.devices:
+            if devices is None:
+                cut.append(None)
+                continue
+            end = start + len(devices) * row_bytes
+            cut.append(TrackRows(devices, self.values[start:end]))
+            start = end
+        return cut
+
+
 class OrderCheckpoint(msgspec.Struct, frozen=True):  # a Struct: made for every order touched
     # None: the state's objects are as last checkpointed; only the tracks moved (quiet fixes).
     state: OrderState | None
@@ -240,36 +261,42 @@ class Partition:
             last_started=dict(state.last_started),
         )  # fmt: skip
 
-    def checkpoint(self, indices: Sequence[int], *, full: bool = False) -> list[OrderCheckpoint]:
-        """What a checkpoint of these orders must store beyond the previous one: the state only
-        where its objects changed (always, if `full`), the tracks of quiet orders as rows of
-        their columns. Restore with `restore`; an order is restored from its newest state and
-        newest tracks."""
+    def changed(self, indices: Sequence[int], *, full: bool = False) -> ChangedRows:
+        """What a checkpoint of these orders must store beyond the previous one, column-wise:
+        the state only where its objects changed (always, if `full`), the tracks of quiet
+        orders as rows of their columns, in one buffer for all. No object per order: this runs
+        for most orders a batch touches. Restore with `restore`; an order is restored from its
+        newest state and newest tracks."""
         at = np.asarray(indices, dtype=np.int64)
-        cold = at[~self._orders.col["hot"][at]].tolist()
+        hot = self._orders.col["hot"][at]
         order_slots, order_devices = self._order_slots, self._order_devices
-        slots_of = [order_slots[i] for i in cold]
-        rows = np.fromiter(itertools.chain.from_iterable(slots_of), dtype=np.int64)
+        rows = np.fromiter(
+            itertools.chain.from_iterable(order_slots[i] for i in at[~hot].tolist()),
+            dtype=np.int64,
+        )
         c = self._slots.col
         matrix = np.empty((len(rows), len(TRACK_COLUMNS)), dtype=np.float64)
         for k, name in enumerate(TRACK_COLUMNS):
             matrix[:, k] = c[name][rows]
-        # One buffer for all, cut per order: a bytes slice is cheaper than a matrix slice and
-        # its tobytes (this runs for most orders a batch touches).
-        values, row_bytes = matrix.tobytes(), len(TRACK_COLUMNS) * 8
-        tracks: dict[int, TrackRows] = {}
-        start = 0
-        for i, slots in zip(cold, slots_of, strict=True):
-            end = start + len(slots) * row_bytes
-            tracks[i] = TrackRows(order_devices[i], values[start:end])
-            start = end
-        states, restated, tracks_of = self.states, self._restated, tracks.get
-        made = [
-            OrderCheckpoint(states[i] if full or i in restated else None, tracks_of(i))
-            for i in indices
-        ]
+        states, restated = self.states, self._restated
+        made = ChangedRows(
+            states=[states[i] if full or i in restated else None for i in indices],
+            devices=[
+                None if is_hot else order_devices[i]
+                for i, is_hot in zip(indices, hot.tolist(), strict=True)
+            ],
+            values=matrix.tobytes(),
+        )
         restated.difference_update(indices)
         return made
+
+    def checkpoint(self, indices: Sequence[int], *, full: bool = False) -> list[OrderCheckpoint]:
+        """`changed`, cut per order."""
+        made = self.changed(indices, full=full)
+        return [
+            OrderCheckpoint(state, tracks)
+            for state, tracks in zip(made.states, made.track_rows(), strict=True)
+        ]
 
     def restore(
         self, order: CompiledOrder, now: float, state: OrderState, tracks: TrackRows | None

@@ -5,8 +5,10 @@ over the state rows and folds into them; alerts enter the outbox and get marked 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,11 +17,19 @@ from services.adapters.database import driver_connection, make_engine
 from services.adapters.settings import Settings
 from services.adapters.tables import alert_outbox, evaluator_changes, evaluator_state
 from services.breach_evaluator import store
-from services.breach_evaluator.store import BatchWrite, Checkpoint, Fenced, OffsetMove
+from services.breach_evaluator.store import (
+    BatchWrite,
+    Checkpoint,
+    Fenced,
+    LoggedChanges,
+    OffsetMove,
+)
+from services.core.batch import TRACK_COLUMNS, TrackRows
 
 pytestmark = pytest.mark.integration
 
 GROUP = "test-fencing"
+_encode = msgspec.msgpack.Encoder().encode
 
 
 @pytest.fixture
@@ -60,10 +70,12 @@ async def test_offsets_move_together_and_a_stale_owner_is_fenced(engine: AsyncEn
     # checkpoint and the alerts that came with it too.
     partition = 3000 + id(engine) % 1000
     order_id = f"BB-fenced-{partition}"
+    hot_order_logged = LoggedChanges([order_id], [b"s"], [{0: 1}], [None], b"").encoded()
     with pytest.raises(Fenced):
         await commit(engine, BatchWrite(
             group, [OffsetMove("signals", 0, 25, 30), OffsetMove("signals", 1, 7, 12)],
-            logged=[(partition, [Checkpoint(order_id, partition, b"s", b"v", b"d", b"")])],
+            logged=[(partition, hot_order_logged)],
+            versions=[Checkpoint(order_id, partition, b"s", b"v", b"d", b"")],
             alerts=[store.OutgoingAlert(order_id, "A-fenced", 0, b"{}")],
         ))  # fmt: skip
     assert await stored(engine, group, 0) == {"signals": 25, "orders": 4}
@@ -116,23 +128,33 @@ async def test_the_change_log_replays_over_the_state_rows_and_folds_into_them(
     await commit(engine, BatchWrite(group, folded=[
         (partition, [Checkpoint(a, partition, b"sa1", b"va1", b"da1", b"ta1")])
     ]))  # a was folded before  # fmt: skip
-    await commit(engine, BatchWrite(group, logged=[(partition, [
-        Checkpoint(a, partition, None, None, b"da2", b"ta2"),  # tracks moved
-        Checkpoint(b, partition, b"sb1", b"vb1", b"db1", b""),  # new
-    ])]))  # fmt: skip
+    row_a = struct.pack(f"{len(TRACK_COLUMNS)}d", *range(len(TRACK_COLUMNS)))
+    await commit(engine, BatchWrite(
+        group,
+        logged=[(partition, LoggedChanges(
+            [a, b], [None, b"sb1"], [{0: 2}, {1: 1}], [("EB-a",), None], row_a,
+        ).encoded())],  # a: tracks moved; b: new, hot
+        versions=[Checkpoint(b, partition, b"sb1", b"vb1", _encode({1: 1}), b"")],
+    ))  # fmt: skip
     async with engine.connect() as conn:  # only a new version went to evaluator_state itself
         rows = await conn.execute(
             select(evaluator_state.c.order_id, evaluator_state.c.delivered)
             .where(evaluator_state.c.partition == partition)
         )  # fmt: skip
-        assert dict(rows.all()) == {a: b"da1", b: b"db1"}
-    await commit(engine, BatchWrite(group, logged=[(partition, [
-        Checkpoint(a, partition, b"sa3", b"va3", b"da3", b""),  # amended, hot
-    ])]))  # fmt: skip
+        assert dict(rows.all()) == {a: b"da1", b: _encode({1: 1})}
+    replayed = await loaded(engine, partition)
+    assert {c.order_id: c for c in replayed.checkpoints}[a] == store.StoredCheckpoint(
+        a, b"sa1", b"va1", _encode({0: 2}), _encode(TrackRows(("EB-a",), row_a))
+    )
+    await commit(engine, BatchWrite(
+        group,
+        logged=[(partition, LoggedChanges([a], [b"sa3"], [{0: 3}], [None], b"").encoded())],
+        versions=[Checkpoint(a, partition, b"sa3", b"va3", _encode({0: 3}), b"")],
+    ))  # amended, hot  # fmt: skip
     replayed = await loaded(engine, partition)
     expected = {
-        a: store.StoredCheckpoint(a, b"sa3", b"va3", b"da3", b""),
-        b: store.StoredCheckpoint(b, b"sb1", b"vb1", b"db1", b""),
+        a: store.StoredCheckpoint(a, b"sa3", b"va3", _encode({0: 3}), b""),
+        b: store.StoredCheckpoint(b, b"sb1", b"vb1", _encode({1: 1}), b""),
     }
     assert {c.order_id: c for c in replayed.checkpoints} == expected
     assert (replayed.logged_batches, replayed.in_log) == (2, {a, b})
@@ -140,7 +162,7 @@ async def test_the_change_log_replays_over_the_state_rows_and_folds_into_them(
     # the fold: full checkpoints of every order the log names
     await commit(engine, BatchWrite(group, folded=[(partition, [
         Checkpoint(a, partition, b"sa3", None, b"da4", b""),
-        Checkpoint(b, partition, b"sb1", None, b"db1", b""),
+        Checkpoint(b, partition, b"sb1", None, _encode({1: 1}), b""),
     ])]))  # fmt: skip
     folded = await loaded(engine, partition)
     expected[a] = store.StoredCheckpoint(a, b"sa3", b"va3", b"da4", b"")
@@ -151,6 +173,25 @@ async def test_the_change_log_replays_over_the_state_rows_and_folds_into_them(
             select(evaluator_changes.c.id).where(evaluator_changes.c.partition == partition)
         )
         assert log_rows.all() == []
+
+
+async def test_a_change_log_row_of_one_entry_per_order_still_replays(
+    engine: AsyncEngine,
+) -> None:
+    # The format before LoggedChanges: a row left unfolded by an evaluator of that time.
+    partition = 4000 + id(engine) % 1000
+    group = f"{GROUP}-old-log-{partition}"
+    a = f"BB-old-log-{partition}"
+    await commit(engine, BatchWrite(group, folded=[
+        (partition, [Checkpoint(a, partition, b"sa1", b"va1", b"da1", b"ta1")])
+    ]))  # fmt: skip
+    async with engine.begin() as conn:
+        await conn.execute(evaluator_changes.insert().values(
+            partition=partition, changes=_encode([(a, None, b"da2", b"ta2")]),
+        ))  # fmt: skip
+    replayed = await loaded(engine, partition)
+    assert replayed.checkpoints == [store.StoredCheckpoint(a, b"sa1", b"va1", b"da2", b"ta2")]
+    assert (replayed.logged_batches, replayed.in_log) == (1, {a})
 
 
 async def test_alerts_enter_the_outbox_in_order_and_are_marked_published_later(
