@@ -52,6 +52,7 @@ Bool = npt.NDArray[np.bool_]
 
 NO_SLOT = -1
 MANY_SLOTS = -2  # more than one protected device watched: always the scalar path
+NO_DEVICE_HASH = -1  # an order without a subject device; Python's hash() never gives -1
 
 # Device track fields held per slot: the optional ones with NaN for None, the others 0.0 as in
 # a fresh DeviceTrack.
@@ -60,7 +61,7 @@ _TRACK_PLAIN = ("lat", "lon", "accuracy_m", "good_lat", "good_lon", "good_accura
 _TRACK_FLOATS = _TRACK_OPTIONAL + _TRACK_PLAIN
 TRACK_COLUMNS = (*_TRACK_FLOATS, "outlier")
 _ORDER_FLOATS = ("valid_from", "valid_until", "watch_since")
-_ORDER_INTS = ("subject_slot", "partner_slot", "zone_start", "zone_count")
+_ORDER_INTS = ("subject_slot", "subject_hash", "partner_slot", "zone_start", "zone_count")
 _ORDER_BOOLS = ("revoked", "ended", "hot")
 _ZONE_FLOATS = ("lat0", "lon0", "kx", "ky", "radius_m", "minx", "miny", "maxx", "maxy", "buffer")
 # Each with the fill of new rows. A small polygon's edges (see `_polygon_distance`) go into the
@@ -187,10 +188,6 @@ class Partition:
         # takes it whole instead of touching each device's string (a cache miss apiece at 100k
         # orders).
         self._order_devices: list[tuple[str, ...]] = []
-        # The subject's device and slot per order, as plain lists: most signals are the
-        # subject's fixes, and a list index is cheaper than a lookup in a dict of 100k slots.
-        self._subject_device: list[str | None] = []
-        self._subject_slot: list[int] = []
         self._slots = _Columns(
             {name: (np.float64, math.nan) for name in _TRACK_OPTIONAL}
             | {name: (np.float64, 0.0) for name in _TRACK_PLAIN}
@@ -227,8 +224,6 @@ class Partition:
             self.states.append(state if state is not None else new_state(order, now))
             self._order_slots.append([])
             self._order_devices.append(())
-            self._subject_device.append(None)
-            self._subject_slot.append(NO_SLOT)
             self._orders.col["hot"][i] = True  # its tracks, if any, are objects in `state`
             self._compile_order_rows(i)
             self._settle(i)
@@ -332,10 +327,9 @@ class Partition:
         cols["valid_until"][i] = math.inf if order.valid_until is None else order.valid_until
         cols["watch_since"][i] = state.watch_since
         cols["revoked"][i] = order.revoked
-        cols["subject_slot"][i] = self._subject_slot[i] = (
-            NO_SLOT if order.subject_device_id is None else self._slot(i, order.subject_device_id)
-        )
-        self._subject_device[i] = order.subject_device_id
+        subject = order.subject_device_id
+        cols["subject_slot"][i] = NO_SLOT if subject is None else self._slot(i, subject)
+        cols["subject_hash"][i] = NO_DEVICE_HASH if subject is None else hash(subject)
         watched = sorted(order.bans_by_protected_device)
         for slot, device_id in zip(self._order_slots[i], self._order_devices[i], strict=True):
             self._slots.col["watched"][slot] = device_id in watched
@@ -449,25 +443,18 @@ class Partition:
             items = [items[p] for p in positions.tolist()]
             order_idx = [i for i in order_idx if i >= 0]
         kept = [signal for _, signal in items]
-        slot_get, subject_device, subject_slot = (
-            self._slot_of.get,
-            self._subject_device,
-            self._subject_slot,
-        )
-        slots = [
-            subject_slot[i] if sig.device_id == subject_device[i]
-            else slot_get((i, sig.device_id), -1)
-            for i, sig in zip(order_idx, kept, strict=True)
-        ]  # fmt: skip
-        if -1 in slots:
-            slots = [
-                self._slot(i, sig.device_id) if slot < 0 else slot
-                for i, sig, slot in zip(order_idx, kept, slots, strict=True)
-            ]
+        o = np.array(order_idx, dtype=np.int64)
+        cols = self._orders.col
+        # Most signals are fixes of the order's subject device, whose slot is in the order's
+        # columns. The device ids are compared by hash: comparing the strings reads the order's
+        # copy of the id, a cache miss a signal at 100k orders. Two device ids of one order with
+        # the same 64-bit hash (Python's, keyed per process) is a chance of 2^-64.
+        device_hash = np.array([hash(sig.device_id) for sig in kept], dtype=np.int64)
+        s = np.where(cols["subject_hash"][o] == device_hash, cols["subject_slot"][o], NO_SLOT)
+        for k in np.flatnonzero(s == NO_SLOT).tolist():
+            s[k] = self._slot(order_idx[k], kept[k].device_id)
         is_fix = np.array([type(sig) is Fix for sig in kept], dtype=np.bool_)
         subject = np.array([sig.role == "subject" for sig in kept], dtype=np.bool_)
-        o = np.array(order_idx, dtype=np.int64)
-        s = np.array(slots, dtype=np.int64)
         # A subject fix from a device other than the order's subject device (or the reverse)
         # is legal but odd; the scalar path handles it.
         odd_role = subject != (s == self._orders.col["subject_slot"][o])

@@ -79,6 +79,9 @@ MEMBERS = {
     "VD-2001": ["BB-A"],
     "EB-2002": ["BB-C"],
     "EB-3003": ["BB-D"],
+    # A subject's fixes from a device that is not the order's subject device: the old monitor
+    # still sending after an amendment swapped it, routed by a router that has not seen it yet.
+    "EB-9009": ["BB-A", "BB-B"],
 }
 INDEX = {o.order_id: o for o in ORDERS}
 
@@ -104,12 +107,15 @@ def _bad(f: Fix, how: str) -> Fix:
 def scenarios(draw: st.DrawFn) -> list[Step]:
     t = T0
     pos = {d: [draw(st.floats(-2500, 2500)), draw(st.floats(-800, 800))] for d in MEMBERS}
+    pos["EB-9009"] = pos["EB-1001"]  # the two monitors on one ankle, during the swap
     sent: dict[str, list[tuple[float, float, float]]] = {d: [] for d in MEMBERS}
     steps: list[Step] = []
     pending: list[tuple[str, Signal]] = []
     for _ in range(draw(st.integers(1, 150))):
         t += draw(st.floats(0, 60))
-        device = draw(st.sampled_from(["EB-1001"] * 4 + ["VD-2001", "EB-2002", "EB-3003"]))
+        device = draw(
+            st.sampled_from(["EB-1001"] * 4 + ["VD-2001", "EB-2002", "EB-3003", "EB-9009"])
+        )
         p = pos[device]
         stride = draw(st.sampled_from([5.0, 50.0, 300.0]))
         p[0] += draw(st.floats(-stride, stride))
