@@ -10,6 +10,7 @@ from services.adapters.database import migrate
 from services.adapters.kafka import create_topics
 from services.adapters.settings import Settings
 from services.http import create_app
+from tests.support.scenario import environment
 
 pytestmark = pytest.mark.integration
 
@@ -36,3 +37,10 @@ async def client(migrated: Settings) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bw") as http,
     ):
         yield http
+
+
+@pytest.fixture
+async def own(migrated: Settings) -> AsyncIterator[Settings]:
+    """A database and topics of the test's own, with a short consumer session."""
+    async with environment(migrated) as settings:
+        yield settings

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -21,7 +20,7 @@ from services.breach_evaluator.evaluator import BreachEvaluator, HeldPartition
 from services.core import DEFAULT_RULES
 from tests.support.kafka import wait_for
 from tests.support.orders import at, circle, order_event
-from tests.support.scenario import environment, produce, utc
+from tests.support.scenario import produce, utc
 
 pytestmark = pytest.mark.integration
 
@@ -48,12 +47,6 @@ class SlowLoadingEvaluator(BreachEvaluator):
         # blocking on purpose, as a CPU-bound load does
         time.sleep(self.settings.consumer_session_timeout_ms / 1000 * LOAD_SHARE_OF_SESSION)  # noqa: ASYNC251
         return await super()._load(number)
-
-
-@pytest.fixture
-async def own(migrated: Settings) -> AsyncIterator[Settings]:
-    async with environment(migrated) as settings:
-        yield settings
 
 
 async def test_partitions_that_load_longer_than_the_session_timeout_are_kept(

@@ -5,8 +5,6 @@ are all read and the order is still unknown."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -21,15 +19,9 @@ from services.breach_evaluator.evaluator import BreachEvaluator, HeldPartition, 
 from services.core.batch import Partition
 from tests.support.kafka import wait_for
 from tests.support.orders import circle, order_event
-from tests.support.scenario import environment, utc
+from tests.support.scenario import utc
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def own(migrated: Settings) -> AsyncIterator[Settings]:
-    async with environment(migrated) as settings:
-        yield settings
 
 
 async def fetch_one(
