@@ -267,8 +267,10 @@ class BreachEvaluator:
         watch = StallWatch()
         try:
             while not stop.is_set():
-                while self.to_load:
-                    await self.load_next(consumer)
+                if self.to_load:
+                    while self.to_load:
+                        await self.load_next(consumer)
+                    watch.moved()  # a load is progress: the stall clock starts after it
                 fetched = await _fetch(consumer)
                 if fetched:
                     watch.moved()
