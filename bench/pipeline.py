@@ -225,8 +225,9 @@ async def catch_up(
     settings: Settings, total: int
 ) -> tuple[dict[str, Any], asyncio.subprocess.Process]:
     """Restart the evaluator on the backlog: the time until it holds every partition (loaded
-    from Postgres), then fixes/s from there to its last commit. It starts the partitions it has
-    loaded while it loads the others; those early signals are left out of the rate."""
+    from Postgres), then fixes/s from there to its last commit. Signals evaluated before that
+    are left out of the rate and counted (`evaluated_while_loading`: none, as the evaluator
+    loads every partition before its first batch)."""
     conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
     topic = settings.topic("order-signals.v1")
     launched = time.perf_counter()

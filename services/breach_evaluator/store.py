@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.adapters.database import DriverConnection
 from services.adapters.tables import consumer_offsets, evaluator_changes, evaluator_state
-from services.core.batch import ChangedRows
+from services.core.batch import cut_track_rows
 
 # An order's entry in the change log: order id, state or nil, delivered, tracks (encoded).
 _ChangeRow = tuple[str, bytes | None, bytes, bytes]
@@ -50,7 +50,7 @@ class LoggedChanges(msgspec.Struct, array_like=True, frozen=True):
 
     def per_order(self) -> list[_ChangeRow]:
         """Each order's entry, encoded as a row of evaluator_state holds it."""
-        cut = ChangedRows([], self.devices, self.values).track_rows()
+        cut = cut_track_rows(self.devices, self.values)
         encode = _changes_encoder.encode
         return [
             (order_id, state, encode(delivered), b"" if tracks is None else encode(tracks))

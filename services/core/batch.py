@@ -136,16 +136,22 @@ class ChangedRows(msgspec.Struct, array_like=True, frozen=True):
 
     def track_rows(self) -> list[TrackRows | None]:
         """Each order's tracks cut from `values` (None for a hot order)."""
-        cut: list[TrackRows | None] = []
-        start, row_bytes = 0, len(TRACK_COLUMNS) * 8
-        for devices in self.devices:
-            if devices is None:
-                cut.append(None)
-                continue
-            end = start + len(devices) * row_bytes
-            cut.append(TrackRows(devices, self.values[start:end]))
-            start = end
-        return cut
+        return cut_track_rows(self.devices, self.values)
+
+
+def cut_track_rows(devices: list[tuple[str, ...] | None], values: bytes) -> list[TrackRows | None]:
+    """Per order, its track rows cut from one buffer of them all, in order (None where its
+    devices are None: a hot order, whose tracks are in its state)."""
+    cut: list[TrackRows | None] = []
+    start, row_bytes = 0, len(TRACK_COLUMNS) * 8
+    for own in devices:
+        if own is None:
+            cut.append(None)
+            continue
+        end = start + len(own) * row_bytes
+        cut.append(TrackRows(own, values[start:end]))
+        start = end
+    return cut
 
 
 class OrderCheckpoint(msgspec.Struct, frozen=True):  # a Struct: made for every order touched
@@ -450,14 +456,15 @@ class Partition:
         # copy of the id, a cache miss a signal at 100k orders. Two device ids of one order with
         # the same 64-bit hash (Python's, keyed per process) is a chance of 2^-64.
         device_hash = np.array([hash(sig.device_id) for sig in kept], dtype=np.int64)
-        s = np.where(cols["subject_hash"][o] == device_hash, cols["subject_slot"][o], NO_SLOT)
+        subject_slot = cols["subject_slot"][o]
+        s = np.where(cols["subject_hash"][o] == device_hash, subject_slot, NO_SLOT)
         for k in np.flatnonzero(s == NO_SLOT).tolist():
             s[k] = self._slot(order_idx[k], kept[k].device_id)
         is_fix = np.array([type(sig) is Fix for sig in kept], dtype=np.bool_)
         subject = np.array([sig.role == "subject" for sig in kept], dtype=np.bool_)
         # A subject fix from a device other than the order's subject device (or the reverse)
         # is legal but odd; the scalar path handles it.
-        odd_role = subject != (s == self._orders.col["subject_slot"][o])
+        odd_role = subject != (s == subject_slot)
         if is_fix.all():
             fixes: list[Fix] = kept  # type: ignore[assignment]
         else:
