@@ -331,3 +331,33 @@ def test_a_quiet_late_fix_does_not_move_the_track_back() -> None:
     partition.evaluate(partition.batch([("BB-C", late)]), T0 + 31)
     track = partition.export_state(0).devices["EB-2002"]
     assert (track.last_t, track.lon) == (newest.t, newest.lon)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    order_ids=st.lists(st.sampled_from(["BB-A", "BB-B", "BB-C", "BB-X", "BB-Y"]), max_size=30),
+    by_id=st.booleans(),
+)
+def test_signals_of_orders_it_does_not_hold_are_set_aside_wherever_they_come(
+    order_ids: list[str], by_id: bool
+) -> None:
+    """Whether a batch finds its orders by the ids' hashes or (once two held ids share a hash)
+    by the ids themselves: the held orders' signals keep their rows and their order, the others
+    are reported at their positions in the input."""
+    partition = Partition()
+    for order in ORDERS:
+        partition.upsert(order, T0)
+    if by_id:
+        partition._rows_by_hash.distinct = False  # what two held ids with one hash would do
+    items = [(o, fix(10.0 * n, 0, T0 + n, device="EB-2002")) for n, o in enumerate(order_ids)]
+    batch = partition.batch(items)
+    held = [n for n, o in enumerate(order_ids) if o in partition.index]
+    assert batch.order.tolist() == [partition.index[order_ids[n]] for n in held]
+    assert batch.t.tolist() == [T0 + n for n in held]
+    assert batch.unknown == [
+        (n, f"order {o} is not held by this evaluator")
+        for n, o in enumerate(order_ids)
+        if o not in partition.index
+    ]
+    if batch.positions is not None:
+        assert batch.positions.tolist() == held
