@@ -307,10 +307,10 @@ class Partition:
             itertools.chain.from_iterable(order_slots[i] for i in at[~hot].tolist()),
             dtype=np.int64,
         )
-        c = self._slots.col
+        tracks = self._slots.take(rows)
         matrix = np.empty((len(rows), len(TRACK_COLUMNS)), dtype=np.float64)
         for k, name in enumerate(TRACK_COLUMNS):
-            matrix[:, k] = c[name][rows]
+            matrix[:, k] = tracks[name]
         states, restated = self.states, self._restated
         made = ChangedRows(
             states=[states[i] if full or i in restated else None for i in indices],
