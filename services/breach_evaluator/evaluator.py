@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -166,14 +167,11 @@ class HeldPartition:
             ))  # fmt: skip
         return made
 
-    def redelivered(self, signal: wire.OrderSignal, positions_topic: str) -> bool:
-        """True for a signal whose source record this order has already evaluated; else the
-        source is remembered as evaluated."""
-        source = signal.source
-        if source is None or signal.order_id not in self.core.index:
-            return False
+    def redelivered(self, order_id: str, source: wire.SignalSource, positions_topic: str) -> bool:
+        """True for a signal of a held order whose source record this order has already
+        evaluated; else the source is remembered as evaluated."""
         stream = source.partition if source.topic == positions_topic else -1 - source.partition
-        seen = self.delivered.setdefault(signal.order_id, {})
+        seen = self.delivered.setdefault(order_id, {})
         if source.offset <= seen.get(stream, -1):
             return True
         seen[stream] = source.offset
@@ -510,19 +508,20 @@ class BreachEvaluator:
         version fix_router routed it by. Such a signal, and everything after it in its
         partition, waits for a later fetch while the orders partition has records not yet read;
         an order still unknown once they are all read is refused (DLQ) by the core."""
-        for n, record in enumerate(todo.signals):
-            order_id = (record.key or b"").decode(errors="replace")  # signals are keyed by order
-            if order_id in held.core.index:
-                continue
-            orders_tp = TopicPartition(self.orders_topic, held.number)
-            read = todo.orders[-1].offset + 1 if todo.orders else held.offsets.get(
-                self.orders_topic) or 0  # fmt: skip
-            end = (await consumer.end_offsets([orders_tp]))[orders_tp]
-            if read < end:
-                consumer.seek(TopicPartition(self.signals_topic, held.number), record.offset)
-                del todo.signals[n:]
-                self.metrics.inc("signals_held_back_total")
+        order_ids = ((record.key or b"").decode(errors="replace") for record in todo.signals)
+        unknown = np.flatnonzero(held.core.rows(order_ids, len(todo.signals)) < 0)  # keyed by order
+        if len(unknown) == 0:
             return
+        first = int(unknown[0])
+        orders_tp = TopicPartition(self.orders_topic, held.number)
+        read = todo.orders[-1].offset + 1 if todo.orders else held.offsets.get(
+            self.orders_topic) or 0  # fmt: skip
+        end = (await consumer.end_offsets([orders_tp]))[orders_tp]
+        if read < end:
+            signals_tp = TopicPartition(self.signals_topic, held.number)
+            consumer.seek(signals_tp, todo.signals[first].offset)
+            del todo.signals[first:]
+            self.metrics.inc("signals_held_back_total")
 
     async def _evaluate(
         self, held: HeldPartition, records: list[ConsumerRecord[bytes, bytes]], now: float,
@@ -530,28 +529,34 @@ class BreachEvaluator:
     ) -> list[wire.Alert]:  # fmt: skip
         if not records:
             return []
-        items: list[tuple[str, Signal]] = []
-        sources: list[ConsumerRecord[bytes, bytes]] = []
-        redelivered = 0
+        decoded: list[tuple[ConsumerRecord[bytes, bytes], wire.OrderSignal, Signal]] = []
         for record in records:
             try:
                 signal = wire.decode(wire.OrderSignal, record.value or b"")
-                core_signal = to_core(signal)
+                decoded.append((record, signal, to_core(signal)))
             except wire.ContractError as exc:
                 await self._dead_letter(producer, record, str(exc))
-                continue
-            if held.redelivered(signal, self.positions_topic):
-                redelivered += 1
-                continue
-            known = held.core.index.get(signal.order_id)
-            if signal.source is not None and known is not None:
-                dirty.add(known)  # its delivered offsets moved
+        # The orders' rows, looked up once for the whole batch: a signal of an order not held
+        # has none (-1), and the core refuses it.
+        rows = held.core.rows((signal.order_id for _, signal, _ in decoded), len(decoded))
+        items: list[tuple[str, Signal]] = []
+        sources: list[ConsumerRecord[bytes, bytes]] = []
+        kept: list[int] = []
+        redelivered = 0
+        for (record, signal, core_signal), row in zip(decoded, rows.tolist(), strict=True):
+            if row >= 0 and signal.source is not None:
+                if held.redelivered(signal.order_id, signal.source, self.positions_topic):
+                    redelivered += 1
+                    continue
+                dirty.add(row)  # its delivered offsets moved
             items.append((signal.order_id, core_signal))
             sources.append(record)
+            kept.append(row)
         self.metrics.inc("signals_redelivered_total", redelivered)
         if not items:
             return []
-        outcome = held.core.evaluate(held.core.batch(items), now)
+        batch = held.core.batch(items, np.array(kept, dtype=np.int64))
+        outcome = held.core.evaluate(batch, now)
         for position, reason in outcome.rejected:
             await self._dead_letter(producer, sources[position], reason)
         dirty |= outcome.touched

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -464,19 +464,23 @@ class Partition:
 
     # ------------------------------------------------------------ batches
 
-    def batch(self, items: Sequence[tuple[str, Signal]]) -> SignalBatch:
-        """Column-wise view of (order_id, signal) pairs, in arrival order. Each column is read
-        with one `map` over the signals: this runs for every signal, and a comprehension a
-        column cost half as much again."""
-        n = len(items)
+    def rows(self, order_ids: Iterable[str], count: int) -> I64:
+        """The row of each of `count` order ids in `orders`; -1 for an order not held."""
         if self._rows_by_hash.distinct:
-            # Row by the 64-bit hash of the order id (Python's, keyed per process): an id this
-            # partition does not hold matches a held one's hash by a chance of 2^-64 apiece.
-            ids_hashed = np.fromiter(map(hash, map(_first, items)), np.int64, count=n)
-            o = self._rows_by_hash.find(ids_hashed)
-        else:
-            rows = map(self.index.get, map(_first, items), itertools.repeat(-1))
-            o = np.fromiter(rows, np.int64, count=n)
+            # By the 64-bit hash of the id (Python's, keyed per process): an id this partition
+            # does not hold matches a held one's hash by a chance of 2^-64 apiece.
+            hashes = np.fromiter(map(hash, order_ids), np.int64, count=count)
+            return self._rows_by_hash.find(hashes)
+        found = map(self.index.get, order_ids, itertools.repeat(-1))
+        return np.fromiter(found, np.int64, count=count)
+
+    def batch(self, items: Sequence[tuple[str, Signal]], rows: I64 | None = None) -> SignalBatch:
+        """Column-wise view of (order_id, signal) pairs, in arrival order; `rows`: the orders'
+        rows, when the caller has looked them up already. Each column is read with one `map`
+        over the signals: this runs for every signal, and a comprehension a column cost half as
+        much again."""
+        n = len(items)
+        o = self.rows(map(_first, items), n) if rows is None else rows
         unknown: list[tuple[int, str]] = []
         positions = None
         if (o < 0).any():
