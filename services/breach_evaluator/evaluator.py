@@ -529,33 +529,35 @@ class BreachEvaluator:
     ) -> list[wire.Alert]:  # fmt: skip
         if not records:
             return []
-        decoded: list[tuple[ConsumerRecord[bytes, bytes], wire.OrderSignal, Signal]] = []
+        items: list[tuple[str, Signal]] = []
+        sources: list[ConsumerRecord[bytes, bytes]] = []
+        rows: list[int] = []
+        redelivered = 0
+        row_of = held.core.index.get
+        # One loop, and nothing of a decoded record kept beyond it: at a catch-up's 60k signals
+        # a batch, records held until the end of the batch cost the garbage collector more
+        # (0.8 us a signal) than looking each order up in a dict once.
         for record in records:
             try:
                 signal = wire.decode(wire.OrderSignal, record.value or b"")
-                decoded.append((record, signal, to_core(signal)))
+                core_signal = to_core(signal)
             except wire.ContractError as exc:
                 await self._dead_letter(producer, record, str(exc))
-        # The orders' rows, looked up once for the whole batch: a signal of an order not held
-        # has none (-1), and the core refuses it.
-        rows = held.core.rows((signal.order_id for _, signal, _ in decoded), len(decoded))
-        items: list[tuple[str, Signal]] = []
-        sources: list[ConsumerRecord[bytes, bytes]] = []
-        kept: list[int] = []
-        redelivered = 0
-        for (record, signal, core_signal), row in zip(decoded, rows.tolist(), strict=True):
-            if row >= 0 and signal.source is not None:
-                if held.redelivered(signal.order_id, signal.source, self.positions_topic):
+                continue
+            order_id, source = signal.order_id, signal.source
+            row = row_of(order_id, -1)  # none: the core refuses it
+            if row >= 0 and source is not None:
+                if held.redelivered(order_id, source, self.positions_topic):
                     redelivered += 1
                     continue
                 dirty.add(row)  # its delivered offsets moved
-            items.append((signal.order_id, core_signal))
+            items.append((order_id, core_signal))
             sources.append(record)
-            kept.append(row)
+            rows.append(row)
         self.metrics.inc("signals_redelivered_total", redelivered)
         if not items:
             return []
-        batch = held.core.batch(items, np.array(kept, dtype=np.int64))
+        batch = held.core.batch(items, np.array(rows, dtype=np.int64))
         outcome = held.core.evaluate(batch, now)
         for position, reason in outcome.rejected:
             await self._dead_letter(producer, sources[position], reason)
