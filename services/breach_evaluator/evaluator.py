@@ -508,20 +508,19 @@ class BreachEvaluator:
         version fix_router routed it by. Such a signal, and everything after it in its
         partition, waits for a later fetch while the orders partition has records not yet read;
         an order still unknown once they are all read is refused (DLQ) by the core."""
-        order_ids = ((record.key or b"").decode(errors="replace") for record in todo.signals)
-        unknown = np.flatnonzero(held.core.rows(order_ids, len(todo.signals)) < 0)  # keyed by order
-        if len(unknown) == 0:
+        for n, record in enumerate(todo.signals):
+            order_id = (record.key or b"").decode(errors="replace")  # signals are keyed by order
+            if order_id in held.core.index:
+                continue
+            orders_tp = TopicPartition(self.orders_topic, held.number)
+            read = todo.orders[-1].offset + 1 if todo.orders else held.offsets.get(
+                self.orders_topic) or 0  # fmt: skip
+            end = (await consumer.end_offsets([orders_tp]))[orders_tp]
+            if read < end:
+                consumer.seek(TopicPartition(self.signals_topic, held.number), record.offset)
+                del todo.signals[n:]
+                self.metrics.inc("signals_held_back_total")
             return
-        first = int(unknown[0])
-        orders_tp = TopicPartition(self.orders_topic, held.number)
-        read = todo.orders[-1].offset + 1 if todo.orders else held.offsets.get(
-            self.orders_topic) or 0  # fmt: skip
-        end = (await consumer.end_offsets([orders_tp]))[orders_tp]
-        if read < end:
-            signals_tp = TopicPartition(self.signals_topic, held.number)
-            consumer.seek(signals_tp, todo.signals[first].offset)
-            del todo.signals[first:]
-            self.metrics.inc("signals_held_back_total")
 
     async def _evaluate(
         self, held: HeldPartition, records: list[ConsumerRecord[bytes, bytes]], now: float,
