@@ -464,7 +464,7 @@ class Partition:
 
     # ------------------------------------------------------------ batches
 
-    def rows(self, order_ids: Iterable[str], count: int) -> I64:
+    def _find_rows(self, order_ids: Iterable[str], count: int) -> I64:
         """The row of each of `count` order ids in `orders`; -1 for an order not held."""
         if self._rows_by_hash.distinct:
             # By the 64-bit hash of the id (Python's, keyed per process): an id this partition
@@ -480,7 +480,7 @@ class Partition:
         over the signals: this runs for every signal, and a comprehension a column cost half as
         much again."""
         n = len(items)
-        o = self.rows(map(_first, items), n) if rows is None else rows
+        o = self._find_rows(map(_first, items), n) if rows is None else rows
         unknown: list[tuple[int, str]] = []
         positions = None
         if (o < 0).any():
