@@ -533,9 +533,8 @@ class BreachEvaluator:
         rows: list[int] = []
         redelivered = 0
         row_of = held.core.index.get
-        # One loop, and nothing of a decoded record kept beyond it: at a catch-up's 60k signals
-        # a batch, records held until the end of the batch cost the garbage collector more
-        # (0.8 us a signal) than looking each order up in a dict once.
+        # One pass that keeps nothing of a decoded record: at a catch-up's 60k signals a batch,
+        # records held to the batch's end cost the garbage collector ~0.8 us a signal.
         for record in records:
             try:
                 signal = wire.decode(wire.OrderSignal, record.value or b"")

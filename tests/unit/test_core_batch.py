@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -336,21 +337,23 @@ def test_a_quiet_late_fix_does_not_move_the_track_back() -> None:
 @settings(max_examples=100, deadline=None)
 @given(
     order_ids=st.lists(st.sampled_from(["BB-A", "BB-B", "BB-C", "BB-X", "BB-Y"]), max_size=30),
-    by_id=st.booleans(),
+    lookup=st.sampled_from(["by hash", "by id", "given"]),
 )
 def test_signals_of_orders_it_does_not_hold_are_set_aside_wherever_they_come(
-    order_ids: list[str], by_id: bool
+    order_ids: list[str], lookup: str
 ) -> None:
-    """Whether a batch finds its orders by the ids' hashes or (once two held ids share a hash)
-    by the ids themselves: the held orders' signals keep their rows and their order, the others
-    are reported at their positions in the input."""
+    """Whether a batch finds its orders by the ids' hashes, by the ids themselves (once two
+    held ids share a hash), or is handed their rows (as the evaluator does): the held orders'
+    signals keep their rows and their order, the others are reported at their positions in
+    the input."""
     partition = Partition()
     for order in ORDERS:
         partition.upsert(order, T0)
-    if by_id:
+    if lookup == "by id":
         partition._rows_by_hash.distinct = False  # what two held ids with one hash would do
     items = [(o, fix(10.0 * n, 0, T0 + n, device="EB-2002")) for n, o in enumerate(order_ids)]
-    batch = partition.batch(items)
+    rows = np.array([partition.index.get(o, -1) for o in order_ids], dtype=np.int64)
+    batch = partition.batch(items, rows if lookup == "given" else None)
     held = [n for n, o in enumerate(order_ids) if o in partition.index]
     assert batch.order.tolist() == [partition.index[order_ids[n]] for n in held]
     assert batch.t.tolist() == [T0 + n for n in held]
