@@ -377,7 +377,9 @@ class Partition:
             else MANY_SLOTS
         )  # fmt: skip
         for device in watched:
-            self._slots.col["watched"][self._slot(i, device)] = True
+            # The slot first: a new one may grow the columns, which replaces their arrays.
+            slot = self._slot(i, device)
+            self._slots.col["watched"][slot] = True
         # Zones get fresh rows; the old rows of an amended order are simply no longer pointed at.
         first = self._zones.add(len(order.zones))
         cols["zone_start"][i], cols["zone_count"][i] = first, len(order.zones)

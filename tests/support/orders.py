@@ -67,6 +67,7 @@ def order_event(
     subject_person: str = "P-1",
     risk_level: str = "medium",
     case_owner: dict[str, str] | None = None,
+    protected_persons: list[dict[str, Any]] | None = None,  # instead of the one victim above
 ) -> wire.OrderEvent:
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
@@ -81,7 +82,8 @@ def order_event(
             "valid_from": iso(valid_from),
             "valid_until": iso(valid_until) if valid_until is not None else None,
             "subject": {"person_id": subject_person, "device_id": subject_device},
-            "protected_persons": [{"person_id": protected_person, "device_id": victim_device}],
+            "protected_persons": protected_persons
+            or [{"person_id": protected_person, "device_id": victim_device}],
             "region": region,
             "probation_officer_id": probation_officer_id,
             "contact_bans": contact_bans or [],

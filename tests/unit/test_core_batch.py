@@ -364,3 +364,37 @@ def test_signals_of_orders_it_does_not_hold_are_set_aside_wherever_they_come(
     ]
     if batch.positions is not None:
         assert batch.positions.tolist() == held
+
+
+def test_every_protected_device_is_watched_however_the_track_columns_grow() -> None:
+    """Three devices an order, and the track columns grow (new, larger arrays) at the 17th and
+    the 33rd device. An order whose victim's device is the one that grows them is taken in (it
+    used to raise IndexError), and that victim is watched: a fix of theirs near the subject is
+    decided by the contact ban, as `evaluate` decides it, not passed as quiet."""
+    bans = [{"protected_person_id": v, "min_distance_m": 300, "warning_distance_m": 600}
+            for v in ("V-1", "V-2")]  # fmt: skip
+    victims = [{"person_id": "V-1", "device_id": "VD-1"}, {"person_id": "V-2", "device_id": "VD-2"}]
+    orders = [
+        compiled(order_id=f"BB-{n:02d}", subject_device=f"EB-{n:02d}", contact_bans=bans,
+                 protected_persons=victims)
+        for n in range(12)
+    ]  # fmt: skip
+    partition = Partition(scalar_below=0)
+    states = {}
+    for order in orders:
+        partition.upsert(order, T0)
+        states[order.order_id] = new_state(order, T0)
+    # The first victim far away: no episode, so the order is not held for the scalar path.
+    for step, (device, x) in enumerate([("EB", 0.0), ("VD-1", 5000.0), ("VD-2", 100.0)]):
+        signals = [
+            (o.order_id, fix(x, 0, T0 + step, device=o.subject_device_id or "")
+             if device == "EB" else fix(x, 0, T0 + step, device=device))
+            for o in orders
+        ]  # fmt: skip
+        expected: list[Alert] = []
+        for (order_id, signal), order in zip(signals, orders, strict=True):
+            states[order_id], out = evaluate(states[order_id], signal, order, T0 + 10)
+            expected += out
+        outcome = partition.evaluate(partition.batch(signals), T0 + 10)
+        assert outcome.alerts == expected
+    assert len(expected) == 12  # every order's second victim is too close: one alert each
