@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -555,8 +554,7 @@ class BreachEvaluator:
         self.metrics.inc("signals_redelivered_total", redelivered)
         if not items:
             return []
-        batch = held.core.batch(items, np.array(rows, dtype=np.int64))
-        outcome = held.core.evaluate(batch, now)
+        outcome = held.core.evaluate(held.core.batch(items, rows), now)
         for position, reason in outcome.rejected:
             await self._dead_letter(producer, sources[position], reason)
         dirty |= outcome.touched

@@ -478,13 +478,18 @@ class Partition:
         found = map(self.index.get, order_ids, itertools.repeat(-1))
         return np.fromiter(found, np.int64, count=count)
 
-    def batch(self, items: Sequence[tuple[str, Signal]], rows: I64 | None = None) -> SignalBatch:
+    def batch(
+        self, items: Sequence[tuple[str, Signal]], rows: Sequence[int] | None = None
+    ) -> SignalBatch:
         """Column-wise view of (order_id, signal) pairs, in arrival order; `rows`: the orders'
         rows, when the caller has looked them up already. Each column is read with one `map`
         over the signals: this runs for every signal, and a comprehension a column cost half as
         much again."""
         n = len(items)
-        o = self._find_rows(map(_first, items), n) if rows is None else rows
+        if rows is None:
+            o = self._find_rows(map(_first, items), n)
+        else:
+            o = np.fromiter(rows, np.int64, count=n)
         unknown: list[tuple[int, str]] = []
         positions = None
         if (o < 0).any():

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -352,7 +351,7 @@ def test_signals_of_orders_it_does_not_hold_are_set_aside_wherever_they_come(
     if lookup == "by id":
         partition._rows_by_hash.distinct = False  # what two held ids with one hash would do
     items = [(o, fix(10.0 * n, 0, T0 + n, device="EB-2002")) for n, o in enumerate(order_ids)]
-    rows = np.array([partition.index.get(o, -1) for o in order_ids], dtype=np.int64)
+    rows = [partition.index.get(o, -1) for o in order_ids]
     batch = partition.batch(items, rows if lookup == "given" else None)
     held = [n for n, o in enumerate(order_ids) if o in partition.index]
     assert batch.order.tolist() == [partition.index[order_ids[n]] for n in held]
