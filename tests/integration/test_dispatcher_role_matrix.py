@@ -83,8 +83,13 @@ async def world(migrated: Settings) -> AsyncIterator[World]:
             hooks[name] = hook.json()["id"]
 
         async def all_in() -> bool:
-            answer = await http.get("/v1/referrals", headers=auth(s, "admin"))
-            return set(orders.values()) <= {r["order_id"] for r in answer.json()}
+            # Every alert listed, not only the referrals: three breaches make a referral before
+            # the battery warning produced with them may have been taken in.
+            referred = await http.get("/v1/referrals", headers=auth(s, "admin"))
+            listed = await http.get("/v1/alerts?limit=1000", headers=auth(s, "admin"))
+            referred_orders = {r["order_id"] for r in referred.json()}
+            listed_alerts = {a["alert_id"] for a in listed.json()["alerts"]}
+            return set(orders.values()) <= referred_orders and set(alerts.values()) <= listed_alerts
 
         assert await wait_for(all_in), "the alerts were not all taken in"
         yield World(http, app, s, orders, alerts, reports, hooks)
