@@ -105,7 +105,10 @@ async def partition_counts(
         await admin.close()
 
 
-def make_producer(settings: Settings, *, client_id: str, linger_ms: int = 1) -> AIOKafkaProducer:
+def make_producer(settings: Settings, *, client_id: str, linger_ms: int = 0) -> AIOKafkaProducer:
+    """No linger by default: the services append a whole batch's records without yielding to
+    the event loop, so they share record batches anyway, and a batch that lingered would add
+    its wait to every hop of a fix (router, evaluator)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,
