@@ -409,6 +409,11 @@ class BreachEvaluator:
                 store.OutgoingAlert(a.order_id, a.alert_id, a.seq, wire.encode(a)) for a in alerts
             ]
             plans.append((held, todo, dirty))
+            if self._commit is not None and not self._commit.done():
+                # The last batch's write lands while this one is evaluated. A turn of the event
+                # loop between partitions lets it publish its alerts at once: otherwise they
+                # waited for the whole of this batch (~3 ms at 5k fixes/s).
+                await asyncio.sleep(0)
         logged: list[tuple[int, bytes]] = []
         folded: list[tuple[int, list[store.Checkpoint]]] = []
         versions: list[store.Checkpoint] = []
