@@ -145,9 +145,21 @@ class SignalBatch:
     # (position in the input, reason) for signals of orders this partition does not hold
     unknown: list[tuple[int, str]] = field(default_factory=list)
     positions: I64 | None = None  # input position of each kept signal, when some were dropped
+    # False: too few signals for the bulk decision (`Partition.scalar_below`), so the columns
+    # from `slot` on were not made (they are empty) and `evaluate` takes them one by one
+    bulk: bool = True
 
     def __len__(self) -> int:
         return len(self.signals)
+
+
+def _empty(dtype: type) -> npt.NDArray[Any]:
+    made: npt.NDArray[Any] = np.empty(0, dtype=dtype)
+    made.flags.writeable = False
+    return made
+
+
+_NO_I64, _NO_F64, _NO_BOOL = _empty(np.int64), _empty(np.float64), _empty(np.bool_)
 
 
 class TrackRows(msgspec.Struct, array_like=True, frozen=True):
@@ -502,6 +514,14 @@ class Partition:
             o = o[positions]
             n = len(items)
         kept: list[Signal] = list(map(_second, items))
+        if n < self.scalar_below:
+            # One by one in `evaluate`: only the signals and their orders are read. Making the
+            # columns cost ~15 us a call, for a few signals a partition in live traffic.
+            return SignalBatch(
+                signals=kept, order=o, slot=_NO_I64, is_fix=_NO_BOOL, subject=_NO_BOOL,
+                forced_slow=_NO_BOOL, t=_NO_F64, lat=_NO_F64, lon=_NO_F64, accuracy_m=_NO_F64,
+                battery_pct=_NO_F64, unknown=unknown, positions=positions, bulk=False,
+            )  # fmt: skip
         cols = self._orders.col
         # Most signals are fixes of the order's subject device, whose slot is in the order's
         # columns. The device ids are compared by hash: comparing the strings reads the order's
@@ -537,7 +557,7 @@ class Partition:
 
     def evaluate(self, batch: SignalBatch, now: float) -> BatchOutcome:
         """Every signal of the batch, as `evaluate` one by one in batch order would."""
-        if len(batch) < self.scalar_below:
+        if not batch.bulk or len(batch) < self.scalar_below:
             return self._scalar_path(batch, np.arange(len(batch)), 0, set(), now)
         # Each signal's order and track fields, gathered row by row once for the whole batch.
         of_order, of_slot = self._orders.take(batch.order), self._slots.take(batch.slot)

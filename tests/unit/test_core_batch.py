@@ -337,15 +337,16 @@ def test_a_quiet_late_fix_does_not_move_the_track_back() -> None:
 @given(
     order_ids=st.lists(st.sampled_from(["BB-A", "BB-B", "BB-C", "BB-X", "BB-Y"]), max_size=30),
     lookup=st.sampled_from(["by hash", "by id", "given"]),
+    scalar_below=st.sampled_from([0, SCALAR_BELOW]),
 )
 def test_signals_of_orders_it_does_not_hold_are_set_aside_wherever_they_come(
-    order_ids: list[str], lookup: str
+    order_ids: list[str], lookup: str, scalar_below: int
 ) -> None:
     """Whether a batch finds its orders by the ids' hashes, by the ids themselves (once two
-    held ids share a hash), or is handed their rows (as the evaluator does): the held orders'
-    signals keep their rows and their order, the others are reported at their positions in
-    the input."""
-    partition = Partition()
+    held ids share a hash), or is handed their rows (as the evaluator does), and whether it is
+    large enough for its columns: the held orders' signals keep their rows and their order,
+    the others are reported at their positions in the input."""
+    partition = Partition(scalar_below=scalar_below)
     for order in ORDERS:
         partition.upsert(order, T0)
     if lookup == "by id":
@@ -355,7 +356,10 @@ def test_signals_of_orders_it_does_not_hold_are_set_aside_wherever_they_come(
     batch = partition.batch(items, rows if lookup == "given" else None)
     held = [n for n, o in enumerate(order_ids) if o in partition.index]
     assert batch.order.tolist() == [partition.index[order_ids[n]] for n in held]
-    assert batch.t.tolist() == [T0 + n for n in held]
+    assert [signal.t for signal in batch.signals] == [T0 + n for n in held]
+    assert batch.bulk == (len(held) >= scalar_below)
+    if batch.bulk:
+        assert batch.t.tolist() == [T0 + n for n in held]
     assert batch.unknown == [
         (n, f"order {o} is not held by this evaluator")
         for n, o in enumerate(order_ids)
