@@ -111,6 +111,10 @@ class _Columns:
                 self._matrices[dtype][:capacity] = matrix
         return first
 
+    def rows_of(self, dtype: type, rows: I64) -> npt.NDArray[Any]:
+        """`rows` of the matrix of one dtype: its columns in the order the spec names them."""
+        return np.take(self._matrices[np.dtype(dtype)], rows, axis=0)
+
     def take(self, rows: I64) -> _Taken:
         """The named fields of `rows`, one gather a dtype."""
         taken: _Taken = {}
@@ -321,10 +325,11 @@ class Partition:
             itertools.chain.from_iterable(order_slots[i] for i in at[~hot].tolist()),
             dtype=np.int64,
         )
-        tracks = self._slots.take(rows)
+        # The slots' float columns are _TRACK_FLOATS in order (their spec in __init__), the
+        # first of TRACK_COLUMNS: one gather for them all, not a copy a column.
         matrix = np.empty((len(rows), len(TRACK_COLUMNS)), dtype=np.float64)
-        for k, name in enumerate(TRACK_COLUMNS):
-            matrix[:, k] = tracks[name]
+        matrix[:, : len(_TRACK_FLOATS)] = self._slots.rows_of(np.float64, rows)
+        matrix[:, -1] = self._slots.col["outlier"][rows]
         states, restated = self.states, self._restated
         made = ChangedRows(
             states=[states[i] if full or i in restated else None for i in indices],
