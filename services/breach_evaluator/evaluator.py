@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from geo.shapes import ZoneGeometryError
@@ -41,7 +42,7 @@ from services.adapters.kafka import (
     make_consumer,
     make_producer,
 )
-from services.adapters.lifecycle import run_with_restarts, wall_clock
+from services.adapters.lifecycle import run_with_restarts, sleep_or_stop, wall_clock
 from services.adapters.metrics import Metrics
 from services.adapters.settings import Settings
 from services.breach_evaluator import store
@@ -66,6 +67,9 @@ LOAD_YIELD_EVERY = 1_000
 # left to the outbox relay once this old: long enough that the relay never races a healthy
 # evaluator (marks land within a second, with the next batch or tick), short for a control room.
 ALERT_RELAY_GRACE_S = 5.0
+# How often the tables every batch churns are vacuumed (see store.vacuum_churned): dead rows
+# of ~2 s cost a fold's DELETE ~0.1 ms, a VACUUM ~8 ms, at 5k fixes/s.
+VACUUM_EVERY_S = 2.0
 _encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(OrderState)
 _delivered_decoder = msgspec.msgpack.Decoder(dict[int, int])
@@ -223,10 +227,27 @@ class BreachEvaluator:
         self._publishing: list[tuple[int, asyncio.Future[Any]]] = []
 
     async def run(self, stop: asyncio.Event) -> None:
-        await run_with_restarts(
-            stop, SERVICE, lambda: self._run(stop),
-            on_failure=lambda _: self.metrics.inc("restarts_total"),
-        )  # fmt: skip
+        vacuum = asyncio.create_task(self._vacuum_until(stop))
+        try:
+            await run_with_restarts(
+                stop, SERVICE, lambda: self._run(stop),
+                on_failure=lambda _: self.metrics.inc("restarts_total"),
+            )  # fmt: skip
+        finally:
+            vacuum.cancel()
+            await asyncio.gather(vacuum, return_exceptions=True)
+
+    async def _vacuum_until(self, stop: asyncio.Event) -> None:
+        """Beside the batches, on a connection of its own: a failure is logged and tried again
+        next time (the batches' own failures restart the service)."""
+        while True:
+            await sleep_or_stop(stop, VACUUM_EVERY_S)
+            if stop.is_set():
+                return
+            try:
+                await store.vacuum_churned(self.engine)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("breach_evaluator: vacuum failed: %s", type(exc).__name__)
 
     async def _run(self, stop: asyncio.Event) -> None:
         producer = make_producer(self.settings, client_id="bw-breach-evaluator")

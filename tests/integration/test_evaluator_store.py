@@ -5,18 +5,22 @@ over the state rows and folds into them; alerts enter the outbox and get marked 
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.adapters.database import driver_connection, make_engine
+from services.adapters.metrics import Metrics
 from services.adapters.settings import Settings
 from services.adapters.tables import alert_outbox, evaluator_changes, evaluator_state
+from services.breach_evaluator import evaluator as evaluator_module
 from services.breach_evaluator import store
+from services.breach_evaluator.evaluator import BreachEvaluator
 from services.breach_evaluator.store import (
     BatchWrite,
     Checkpoint,
@@ -24,7 +28,9 @@ from services.breach_evaluator.store import (
     LoggedChanges,
     OffsetMove,
 )
+from services.core import RuleConfig
 from services.core.batch import TRACK_COLUMNS, TrackRows
+from tests.support.kafka import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +230,33 @@ async def test_alerts_enter_the_outbox_in_order_and_are_marked_published_later(
     assert marked == {outbox_id: n < 4 for n, outbox_id in enumerate(ids)}
     await commit(engine, BatchWrite(group, published=ids))  # again for four: no harm
     assert all(row[3] for row in (await outbox()).values())
+
+
+async def _vacuums(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text(
+            "SELECT relname, vacuum_count FROM pg_stat_user_tables "
+            "WHERE relname IN ('evaluator_changes', 'consumer_offsets')"
+        ))  # fmt: skip
+        return {name: int(count) for name, count in rows.all()}
+
+
+async def test_the_evaluator_vacuums_the_tables_each_batch_churns_until_it_stops(
+    engine: AsyncEngine, migrated: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch replaces rows of the change log and of the offsets, faster than autovacuum
+    (once a minute) clears them; the evaluator vacuums both itself, beside its batches, and
+    stops doing so when it stops."""
+    monkeypatch.setattr(evaluator_module, "VACUUM_EVERY_S", 0.05)
+    evaluator = BreachEvaluator(migrated, engine, Metrics("test"), RuleConfig())
+    before = await _vacuums(engine)
+    stop = asyncio.Event()
+    vacuuming = asyncio.create_task(evaluator._vacuum_until(stop))
+
+    async def vacuumed_both() -> bool:
+        now = await _vacuums(engine)
+        return all(now.get(name, 0) > before.get(name, 0) for name in now) and len(now) == 2
+
+    assert await wait_for(vacuumed_both, timeout_s=20)
+    stop.set()
+    await asyncio.wait_for(vacuuming, timeout=5)  # it ends by itself once stopped
