@@ -111,7 +111,7 @@ class _Columns:
                 self._matrices[dtype][:capacity] = matrix
         return first
 
-    def rows_of(self, dtype: type, rows: I64) -> npt.NDArray[Any]:
+    def rows_of(self, dtype: npt.DTypeLike, rows: I64) -> npt.NDArray[Any]:
         """`rows` of the matrix of one dtype: its columns in the order the spec names them."""
         return np.take(self._matrices[np.dtype(dtype)], rows, axis=0)
 
@@ -119,7 +119,7 @@ class _Columns:
         """The named fields of `rows`, one gather a dtype."""
         taken: _Taken = {}
         for dtype, names in self._groups.items():
-            matrix = np.take(self._matrices[dtype], rows, axis=0)
+            matrix = self.rows_of(dtype, rows)
             taken.update((name, matrix[:, k]) for k, name in enumerate(names))
         return taken
 
@@ -562,7 +562,7 @@ class Partition:
 
     def evaluate(self, batch: SignalBatch, now: float) -> BatchOutcome:
         """Every signal of the batch, as `evaluate` one by one in batch order would."""
-        if not batch.bulk or len(batch) < self.scalar_below:
+        if not batch.bulk:  # `batch` decided it, by `scalar_below`
             return self._scalar_path(batch, np.arange(len(batch)), 0, set(), now)
         # Each signal's order and track fields, gathered row by row once for the whole batch.
         of_order, of_slot = self._orders.take(batch.order), self._slots.take(batch.slot)
