@@ -57,6 +57,7 @@ from deploy.scratch import asyncpg_dsn, scratch_database, scratch_topics
 from geo.projection import LocalPlane
 from schemas import wire
 from services.adapters.database import migrate
+from services.adapters.kafka import FETCH_MAX_WAIT_MS
 from services.adapters.settings import Settings
 
 MUNICIPALITIES = ("GM0344", "GM0363", "GM0599", "GM0518", "GM0014")  # Utrecht, A'dam, R'dam, ...
@@ -329,7 +330,7 @@ class Reader:
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
-            enable_auto_commit=False, fetch_max_wait_ms=100,  # as make_consumer's
+            enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )  # fmt: skip
         await consumer.start()
         try:

@@ -25,6 +25,7 @@ from services.adapters.settings import Settings
 
 log = logging.getLogger(__name__)
 COMMIT_EVERY_S = 1.0  # see PeriodicCommit
+FETCH_MAX_WAIT_MS = 100  # see make_consumer
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def make_consumer(
     client_id: str,
     offset_reset: str = "earliest",
     max_poll_records: int = 2000,
-    fetch_max_wait_ms: int = 100,
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
 ) -> AIOKafkaConsumer:
     """A consumer whose fetches the broker holds until a record lands or `fetch_max_wait_ms`
     passes.
