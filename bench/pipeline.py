@@ -43,7 +43,6 @@ from typing import Any
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from bench import plots
 from bench.ingest import home, order_body
@@ -59,14 +58,13 @@ from deploy.scratch import asyncpg_dsn, scratch_database, scratch_topics
 from geo.projection import LocalPlane
 from schemas import wire
 from services.adapters.database import migrate
-from services.adapters.kafka import FETCH_MAX_WAIT_MS
+from services.adapters.kafka import FETCH_MAX_WAIT_MS, RecordBatches
 from services.adapters.settings import Settings
 
 MUNICIPALITIES = ("GM0344", "GM0363", "GM0599", "GM0518", "GM0014")  # Utrecht, A'dam, R'dam, ...
 TRIGGER_SHARE = 0.01
 HELD = "bw_breach_evaluator_partitions_held"
 QUIET_DISTANCE_M = 2000.0
-_partition = DefaultPartitioner()
 
 
 def _utc(t: float) -> str:
@@ -104,42 +102,6 @@ class Fleet:
         return plane.to_latlon(-QUIET_DISTANCE_M + rng.uniform(-50, 50), rng.uniform(-50, 50))
 
 
-class BatchProducer:
-    """Kafka record batches built here and sent per partition: many records per request with
-    little Python per record, so the generator is never the bottleneck."""
-
-    def __init__(self, producer: AIOKafkaProducer, topic: str, partitions: int) -> None:
-        self.producer, self.topic = producer, topic
-        self.all = list(range(partitions))
-        self.batches: dict[int, Any] = {}
-        self.pending: list[asyncio.Future[Any]] = []
-
-    async def add(self, key: bytes, value: bytes) -> None:
-        p = _partition(key, self.all, self.all)
-        batch = self.batches.get(p)
-        if batch is None:
-            batch = self.batches[p] = self.producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            await self._send(p)
-            batch = self.batches[p] = self.producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)
-
-    async def _send(self, p: int) -> None:
-        batch = self.batches.pop(p)
-        batch.close()
-        self.pending.append(await self.producer.send_batch(batch, self.topic, partition=p))
-
-    async def send_open(self) -> None:
-        """Hand every open batch to the producer, without waiting for the broker."""
-        for p in list(self.batches):
-            await self._send(p)
-
-    async def flush(self) -> None:
-        await self.send_open()
-        await asyncio.gather(*self.pending)
-        self.pending.clear()
-
-
 async def _producer(settings: Settings) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0,
@@ -153,7 +115,7 @@ async def produce_orders(settings: Settings, made: Fleet) -> float:
     producer = await _producer(settings)
     started = time.perf_counter()
     try:
-        out = BatchProducer(producer, settings.topic("protection-orders.v1"), settings.partitions)
+        out = await RecordBatches.of(producer, settings.topic("protection-orders.v1"))
         for n in range(made.size):
             await out.add(made.order_id(n).encode(), made.order_event(n))
         await out.flush()
@@ -171,7 +133,7 @@ async def produce_backlog(settings: Settings, made: Fleet, total: int) -> float:
     encoder = msgspec.json.Encoder()
     t0 = time.time() - 6 * 3600
     try:
-        out = BatchProducer(producer, settings.topic("order-signals.v1"), settings.partitions)
+        out = await RecordBatches.of(producer, settings.topic("order-signals.v1"))
         for k in range(total):
             n = k % made.size
             t = t0 + (k // made.size) * 30 + n * 1e-4
@@ -399,7 +361,10 @@ async def steady(
     # The baseline's topic: the scratch CJIB topic, which nothing reads during the bench.
     topic = settings.cjib_orders_topic if baseline else settings.topic("positions.v1")
     read_from = topic if baseline else settings.topic("alerts.v1")
-    await producer.partitions_for(topic)  # the metadata, before the first timed position
+    # A tick's positions go out as one record batch per partition: the generator shares the
+    # machine with what it measures, and aiokafka's `send` costs tens of us a record. The
+    # topic's metadata is fetched here, before the first timed position.
+    out = await RecordBatches.of(producer, topic)
     reader = Reader(settings, read_from, _echo_key if baseline else _alert_key)
     sent, got = reader.sent, reader.got
     reading = asyncio.create_task(reader.run())
@@ -410,9 +375,6 @@ async def steady(
     tick_s = 0.01
     per_tick = max(1, round(rate * tick_s))
     produced = 0
-    # A tick's positions go out as one record batch per partition: the generator shares the
-    # machine with what it measures, and aiokafka's `send` costs tens of us a record.
-    out = BatchProducer(producer, topic, settings.partitions)
     with _no_collector_pauses():
         try:
             while (elapsed := time.perf_counter() - started) < seconds:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from schemas import wire
 from services.adapters.kafka import (
     PeriodicCommit,
+    RecordBatches,
     StallWatch,
     consumer_lag,
     dead_letter,
@@ -194,6 +195,7 @@ class FixRouter:
         # A commit lost to a crash only means records routed again, which the evaluator drops.
         commits = PeriodicCommit(inputs, quiet=False)
         watch = StallWatch()
+        out = await RecordBatches.of(producer, signals_topic)
         while not stop.is_set():
             batch = await inputs.getmany(timeout_ms=100, max_records=5000)
             if not batch:
@@ -202,7 +204,6 @@ class FixRouter:
                 await watch.idle(inputs)
                 continue
             watch.moved()
-            acks = []
             routed = 0
             for records in batch.values():
                 for record in records:
@@ -217,17 +218,13 @@ class FixRouter:
                     if not signals:
                         self.metrics.inc("records_without_order_total")
                     for signal in signals:
-                        acks.append(
-                            await producer.send(
-                                signals_topic, wire.encode(signal), key=signal.order_id.encode()
-                            )
-                        )
+                        await out.add(signal.order_id.encode(), wire.encode(signal))
                     routed += 1
-            await asyncio.gather(*acks)
+            signalled = await out.flush()
             # Counted once the broker has the signals, so that records_total and signals_total
             # move together and never claim work that is not yet on the signals topic.
             self.metrics.inc("records_total", routed)
-            self.metrics.inc("signals_total", len(acks))
+            self.metrics.inc("signals_total", signalled)
             moved = {tp: records[-1].offset + 1 for tp, records in batch.items()}
             next_offsets.update(moved)
             commits.advance(moved)

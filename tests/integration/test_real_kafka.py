@@ -15,6 +15,7 @@ from schemas import wire
 from services.adapters.kafka import (
     ConsumerStalled,
     PeriodicCommit,
+    RecordBatches,
     StallWatch,
     make_consumer,
     make_producer,
@@ -105,6 +106,50 @@ async def test_same_key_lands_in_one_partition(topics: Settings) -> None:
     finally:
         await producer.stop()
     assert len({meta.partition for meta in metas}) == 1
+
+
+async def test_record_batches_land_where_send_puts_their_key_in_order(topics: Settings) -> None:
+    """The router's batches must put an order's signals on the partition of the order's own
+    records (the evaluator joins the two by partition): where `send` puts the key. A batch that
+    fills up goes out and a new one takes the rest, in order."""
+    async with scratch_topics(topics) as own:
+        topic = own.topic("order-signals.v1")
+        keys = [f"BB-{n:04d}".encode() for n in range(40)]
+        producer = make_producer(own, client_id="test-batches")
+        await producer.start()
+        try:
+            expected = {
+                key: (await (await producer.send(topic, b"probe", key=key))).partition
+                for key in keys
+            }
+            out = await RecordBatches.of(producer, topic)
+            for n in range(25):
+                for key in keys:
+                    # ~8 KiB records: a partition's batch fills up and is sent mid-stream
+                    await out.add(key, b"%d:" % n + bytes(8000))
+            assert await out.flush() == 25 * len(keys)
+            assert await out.flush() == 0
+        finally:
+            await producer.stop()
+        consumer = make_consumer(own, topic, group_id=None, client_id="test-batches")
+        await consumer.start()
+        seen: dict[bytes, list[tuple[int, int]]] = {key: [] for key in keys}
+        try:
+            while sum(map(len, seen.values())) < 26 * len(keys):
+                fetched = await asyncio.wait_for(consumer.getmany(timeout_ms=500), timeout=30)
+                for tp, records in fetched.items():
+                    for record in records:
+                        assert record.key is not None and record.value is not None
+                        if record.value != b"probe":
+                            n = int(record.value.split(b":")[0])
+                            seen[record.key].append((tp.partition, n))
+                        else:
+                            seen[record.key].append((tp.partition, -1))
+        finally:
+            await consumer.stop()
+        for key in keys:
+            assert {partition for partition, _ in seen[key]} == {expected[key]}
+            assert [n for _, n in seen[key]] == list(range(-1, 25))
 
 
 async def test_topics_exist_with_joined_partition_counts(topics: Settings) -> None:
