@@ -28,7 +28,7 @@ from services.adapters.settings import Settings
 log = logging.getLogger(__name__)
 COMMIT_EVERY_S = 1.0  # see PeriodicCommit
 FETCH_MAX_WAIT_MS = 100  # see make_consumer
-_BY_KEY = DefaultPartitioner()  # Kafka's own murmur2, as the Java clients partition
+_BY_KEY = DefaultPartitioner()
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,13 @@ def make_producer(settings: Settings, *, client_id: str, linger_ms: int = 0) -> 
     )
 
 
+def partition_of_key(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition a producer's `send` puts `key` on among the topic's `partitions` (sorted):
+    Kafka's own murmur2, as the Java clients partition. Joined topics rely on it to put an
+    order's records on one partition number, and readers on it to find them."""
+    return int(_BY_KEY(key, partitions, partitions))
+
+
 class RecordBatches:
     """Records of one topic, keyed, gathered into a Kafka record batch per partition and handed
     to the producer a batch at a time. `AIOKafkaProducer.send` costs tens of microseconds a
@@ -149,7 +156,7 @@ class RecordBatches:
         return cls(producer, topic, await producer.partitions_for(topic))
 
     async def add(self, key: bytes, value: bytes) -> None:
-        partition = _BY_KEY(key, self.partitions, self.partitions)
+        partition = partition_of_key(key, self.partitions)
         batch = self.open.get(partition)
         if batch is None:
             batch = self.open[partition] = self.producer.create_batch()

@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiokafka import TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import wire
-from services.adapters.kafka import make_consumer, partition_counts
+from services.adapters.kafka import make_consumer, partition_counts, partition_of_key
 from services.adapters.settings import Settings
 
-_partitioner = DefaultPartitioner()
 # Signals are routed shortly after their fix is taken; a device out of coverage delivers its
 # buffered fixes later. The log is read this much wider than the episode to catch both.
 LOG_MARGIN = timedelta(minutes=15)
@@ -44,11 +42,10 @@ async def signals_of_order(
     count = (await partition_counts(settings, [topic])).get(topic, 0)
     if not count:
         return Evidence([], 0, False)
-    partitions = list(range(count))
     consumer = make_consumer(settings, group_id=None, client_id="bw-dossier-evidence")
     await consumer.start()
     try:
-        tp = TopicPartition(topic, _partitioner(order_id.encode(), partitions, partitions))
+        tp = TopicPartition(topic, partition_of_key(order_id.encode(), range(count)))
         consumer.assign([tp])
         first = await consumer.offsets_for_times({tp: int((start - LOG_MARGIN).timestamp() * 1000)})
         if first[tp] is None:
