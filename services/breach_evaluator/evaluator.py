@@ -63,6 +63,12 @@ BATCH_RECORDS = 60_000
 # Partitions take turns (see HeldPartition.changes), so a steady stream folds one partition in
 # a batch, not all of them every sixteenth batch.
 FOLD_EVERY_BATCHES = 16
+# A partition with nothing logged writes a batch that changed at most this many orders straight
+# into evaluator_state (see HeldPartition.changes). Live traffic changes a few orders of a
+# partition a batch, and few of them again before the next fold: through the log, each was
+# encoded and sent twice, the second time with its whole state. A catch-up batch changes
+# thousands, most of them again in the next batches, and goes on through the log.
+WRITE_THROUGH_MAX = 64
 # Orders compiled between two yields to the event loop while a partition loads (~50 ms).
 LOAD_YIELD_EVERY = 1_000
 # Alerts the evaluator sent but could not mark published (it died, the broker was away) are
@@ -117,11 +123,13 @@ class HeldPartition:
     last_tick: float = 0.0
 
     def changes(self, dirty: set[int], idle: bool, batch: int) -> PartitionChanges:
-        """What batch number `batch` of the evaluator writes of the partition. Usually a row of
-        the change log with what the batch changed; on the partition's turn, and when the input
-        is idle (the fetch came back empty), the full checkpoint of every order the log names,
-        folded into evaluator_state. Folding when idle keeps the fold after a catch-up, a row
-        for every order caught up, from landing on the first fixes of live traffic.
+        """What batch number `batch` of the evaluator writes of the partition. With nothing
+        logged and at most WRITE_THROUGH_MAX orders changed (live traffic), their rows of
+        evaluator_state at once. Otherwise a row of the change log with what the batch changed;
+        on the partition's turn, and when the input is idle (the fetch came back empty), the
+        full checkpoint of every order the log names, folded into evaluator_state. Folding when
+        idle keeps the fold after a catch-up, a row for every order caught up, from landing on
+        the first fixes of live traffic.
 
         The turn comes every FOLD_EVERY_BATCHES batches, at a phase set by the partition's
         number. When every partition counted its own batches, a steady stream (which touches
@@ -133,7 +141,7 @@ class HeldPartition:
             turn or self.logged_batches + 1 >= FOLD_EVERY_BATCHES or (idle and not dirty)
         )
         if fold:
-            made = self._full_checkpoints(sorted(self.since_fold | dirty))
+            made = self._checkpoints(sorted(self.since_fold | dirty), full=True)
             self.new_versions.clear()
             self.since_fold.clear()
             self.logged_batches = 0
@@ -141,6 +149,12 @@ class HeldPartition:
         if not dirty:
             return PartitionChanges()
         indices = sorted(dirty)
+        if self.logged_batches == 0 and len(indices) <= WRITE_THROUGH_MAX:
+            # What the log row would say, applied to the stored rows at once: a state only
+            # where it changed (a new version always comes with its whole state).
+            written = self._checkpoints(indices, full=bool(self.new_versions))
+            self.new_versions.clear()
+            return PartitionChanges(written=written)
         rows = self.core.changed(indices)
         orders, encode, delivered = self.core.orders, _encoder.encode, self.delivered.get
         order_ids = [orders[i].order_id for i in indices]
@@ -165,11 +179,13 @@ class HeldPartition:
         self.logged_batches += 1
         return PartitionChanges(logged=logged.encoded(), versions=versions)
 
-    def _full_checkpoints(self, indices: list[int]) -> list[store.Checkpoint]:
+    def _checkpoints(self, indices: list[int], *, full: bool) -> list[store.Checkpoint]:
+        """Rows for evaluator_state; with `full`, each with its state, else only the states
+        that changed since the last write (the log, when there is one, has the others)."""
         orders, number, encode = self.core.orders, self.number, _encoder.encode
         new_version, delivered = self.new_versions.get, self.delivered.get
         made = []
-        for i, checkpoint in zip(indices, self.core.checkpoint(indices, full=True), strict=True):
+        for i, checkpoint in zip(indices, self.core.checkpoint(indices, full=full), strict=True):
             order_id = orders[i].order_id
             state, tracks = checkpoint.state, checkpoint.tracks
             made.append(store.Checkpoint(
@@ -197,6 +213,7 @@ class PartitionChanges:
     logged: bytes | None = None  # store.LoggedChanges, encoded
     versions: list[store.Checkpoint] = field(default_factory=list)  # logged, with a new version
     folded: list[store.Checkpoint] = field(default_factory=list)  # every order the log names
+    written: list[store.Checkpoint] = field(default_factory=list)  # nothing logged: straight in
 
 
 @dataclass
@@ -449,6 +466,7 @@ class BreachEvaluator:
         logged: list[tuple[int, bytes]] = []
         folded: list[tuple[int, list[store.Checkpoint]]] = []
         versions: list[store.Checkpoint] = []
+        written: list[store.Checkpoint] = []
         moves: list[store.OffsetMove] = []
         for held, todo, dirty in plans:
             # Idle: the fetch came back empty. Not a partition missing from one fetch: in a
@@ -459,6 +477,7 @@ class BreachEvaluator:
             if changes.folded:
                 folded.append((held.number, changes.folded))
             versions += changes.versions
+            written += changes.written
             for topic, new in todo.next_offsets(self.orders_topic, self.signals_topic):
                 moves.append(store.OffsetMove(topic, held.number, held.offsets.get(topic), new))
                 # Where the partition stands once the batch lands; the next batch moves it on
@@ -468,7 +487,7 @@ class BreachEvaluator:
         await self._committed()  # one write in flight at a time, in batch order
         batch = store.BatchWrite(
             self.group, moves=moves, logged=logged, folded=folded, versions=versions,
-            alerts=outgoing,
+            written=written, alerts=outgoing,
         )  # fmt: skip
         self._commit = asyncio.create_task(self._write(db, producer, batch, signals, started))
 

@@ -4,7 +4,8 @@ version it belongs to), where it stands in its inputs, and the alerts it decided
 The checkpoint is evaluator_state (a row per order) with a change log in front of it
 (evaluator_changes, a row per partition per batch): a batch appends what it changed, and every
 so many batches the evaluator folds the log into evaluator_state. Reading a partition replays the
-log over its rows.
+log over its rows. A partition with an empty log whose batch changed a few orders (live traffic)
+writes their rows at once, as the fold of that one log row would.
 
 One statement per batch (a function call, see migration 0008) writes all three, so a crash at
 any moment leaves either the whole batch or none of it. Offsets are advanced with
@@ -167,7 +168,8 @@ class OffsetMove:
 
 @dataclass(frozen=True, slots=True)
 class BatchWrite:
-    """Everything one batch writes. A partition either logs its changes or folds its log."""
+    """Everything one batch writes. A partition logs its changes, folds its log, or (with an
+    empty log) writes its changed orders straight in."""
 
     group: str
     moves: Sequence[OffsetMove] = ()
@@ -177,30 +179,44 @@ class BatchWrite:
     # Orders of logged partitions with a new version: stored at once, with the state it
     # starts from (they are in their partition's log row as well).
     versions: Sequence[Checkpoint] = ()
+    # Orders of partitions with nothing logged, written straight into evaluator_state; a
+    # None state: the stored one stands.
+    written: Sequence[Checkpoint] = ()
     alerts: Sequence[OutgoingAlert] = ()
     published: Sequence[int] = ()  # outbox ids Kafka acknowledged since the last batch
 
     def __bool__(self) -> bool:
         return any(
-            (self.moves, self.logged, self.folded, self.versions, self.alerts, self.published)
+            (
+                self.moves,
+                self.logged,
+                self.folded,
+                self.versions,
+                self.written,
+                self.alerts,
+                self.published,
+            )
         )
 
 
 async def commit_batch(conn: DriverConnection, batch: BatchWrite) -> list[int]:
     """One batch, atomically, in one round trip (the function of migration 0008): the input
     offsets by compare-and-set (else Fenced, and nothing is written), new order versions into
-    evaluator_state, a change log row per logging partition, the folds, the alerts into the
-    outbox, and the published marks. Returns the outbox ids of `batch.alerts`, in order.
+    evaluator_state, a change log row per logging partition, the folds and the rows written
+    straight in, the alerts into the outbox, and the published marks. Returns the outbox ids
+    of `batch.alerts`, in order.
 
     Every checkpoint with a new order version goes to evaluator_state at once, with the state
     it starts from (they are rare, and this way the log never carries versions); replayed, the
     log row of the same batch restores its state over that row, so the order does not matter.
     """
+    stored = [c for _, made in batch.folded for c in made]
+    stored += batch.written
     fresh = [*batch.versions]
-    fresh += (c for _, made in batch.folded for c in made if c.order_event is not None)
+    fresh += (c for c in stored if c.order_event is not None)
     if any(c.state is None or c.order_event is None for c in fresh):
         raise ValueError("an order stored with a new version needs its state")
-    folded = [c for _, made in batch.folded for c in made if c.order_event is None]
+    folded = [c for c in stored if c.order_event is None]
     moves, alerts = batch.moves, batch.alerts
     try:
         ids = await conn.fetchval(
