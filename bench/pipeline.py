@@ -374,7 +374,7 @@ async def steady(
     produced = 0
     with _no_collector_pauses():
         # The clock starts after the collection above: started before it, the first tick came
-        # ~0.1 s late, with ten ticks' positions at once, and their alerts late by as much.
+        # ~0.1 s late, with several ticks' positions at once, and their alerts late by as much.
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         own_before = time.process_time()
         started = time.perf_counter()
@@ -396,7 +396,7 @@ async def steady(
                     await out.add(key, msgspec.json.encode(position))
                     produced += 1
                 # A fix is produced when its batch is handed to the producer. The generator
-                # builds a tick's batch first (50 positions at 5k/s, ~1 ms here), and that
+                # builds a tick's batch first (50 positions at 5k/s, ~0.6 ms here), and that
                 # is the bench's time, not the pipeline's.
                 handed_at = time.time()
                 for order_id in timed:
