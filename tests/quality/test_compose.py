@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
+from deploy.infra import PG_SETTINGS
 from services.adapters.settings import Settings
 from services.cli import app
 from services.http import SERVICES
@@ -60,6 +61,9 @@ def test_infrastructure_images_match_what_ci_runs() -> None:
     assert kafka_version is not None
     assert COMPOSE["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version.group(1)}"
     assert COMPOSE["services"]["postgres"]["image"] == "postgres:15"  # Debian bookworm's
+    command = COMPOSE["services"]["postgres"]["command"]
+    assert command[0] == "postgres" and command[1::2] == ["-c"] * len(PG_SETTINGS)
+    assert dict(arg.split("=", 1) for arg in command[2::2]) == PG_SETTINGS
     assert COMPOSE["services"]["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
