@@ -51,6 +51,7 @@ SCALAR_BELOW = 16
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
+_F64 = np.dtype(np.float64)
 
 NO_SLOT = -1
 MANY_SLOTS = -2  # more than one protected device watched: always the scalar path
@@ -114,6 +115,11 @@ class _Columns:
     def rows_of(self, dtype: npt.DTypeLike, rows: I64) -> npt.NDArray[Any]:
         """`rows` of the matrix of one dtype: its columns in the order the spec names them."""
         return np.take(self._matrices[np.dtype(dtype)], rows, axis=0)
+
+    def matrix(self, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+        """The matrix of one dtype, a row per row of these columns: one row is read or written
+        in one call, not one call a field. A growth replaces it; do not keep it across `add`."""
+        return self._matrices[dtype]
 
     def take(self, rows: I64) -> _Taken:
         """The named fields of `rows`, one gather a dtype."""
@@ -217,12 +223,18 @@ class BatchOutcome:
     touched: set[int]  # order indices whose state changed
 
 
-def _nan_if_none(value: float | None) -> float:
-    return math.nan if value is None else value
-
-
-def _none_if_nan(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
+def _track_floats(track: DeviceTrack) -> tuple[float, ...]:
+    """A track's _TRACK_FLOATS in order, NaN for None: one row of the slots' float matrix."""
+    nan = math.nan
+    return (
+        nan if track.last_t is None else track.last_t,
+        nan if track.good_t is None else track.good_t,
+        nan if track.last_rx is None else track.last_rx,
+        nan if track.last_fix_rx is None else track.last_fix_rx,
+        nan if track.battery_pct is None else track.battery_pct,
+        track.lat, track.lon, track.accuracy_m,
+        track.good_lat, track.good_lon, track.good_accuracy_m,
+    )  # fmt: skip
 
 
 class Partition:
@@ -363,11 +375,10 @@ class Partition:
             return
         i = self.index[order.order_id]
         values = np.frombuffer(tracks.values, dtype=np.float64).reshape(-1, len(TRACK_COLUMNS))
-        c = self._slots.col
         for device_id, row in zip(tracks.devices, values, strict=True):
-            slot = self._slot(i, device_id)
-            for k, name in enumerate(TRACK_COLUMNS):
-                c[name][slot] = row[k]
+            slot = self._slot(i, device_id)  # first: a new slot may replace the matrices
+            self._slots.matrix(_F64)[slot] = row[: len(_TRACK_FLOATS)]
+            self._slots.col["outlier"][slot] = row[-1]
 
     def _slot(self, i: int, device_id: str) -> int:
         slot = self._slot_of.get((i, device_id))
@@ -441,21 +452,32 @@ class Partition:
     # ------------------------------------------------------------ tracks: columns <-> objects
 
     def _tracks(self, i: int) -> dict[str, DeviceTrack]:
-        c = self._slots.col
+        floats, outlier = self._slots.matrix(_F64), self._slots.col["outlier"]
         tracks = {}
         for slot, device_id in zip(self._order_slots[i], self._order_devices[i], strict=True):
-            if math.isnan(c["last_rx"][slot]):
+            # _TRACK_FLOATS in order (the slots' spec in __init__); NaN is None, and NaN != NaN.
+            (
+                last_t,
+                good_t,
+                last_rx,
+                last_fix_rx,
+                battery,
+                lat,
+                lon,
+                accuracy_m,
+                good_lat,
+                good_lon,
+                good_accuracy_m,
+            ) = floats[slot].tolist()
+            if last_rx != last_rx:
                 continue  # never heard from: the scalar engine holds no track for it either
-            battery = c["battery_pct"][slot]
             tracks[device_id] = DeviceTrack(
-                last_t=_none_if_nan(c["last_t"][slot]), lat=float(c["lat"][slot]),
-                lon=float(c["lon"][slot]), accuracy_m=float(c["accuracy_m"][slot]),
-                outlier=bool(c["outlier"][slot]), good_t=_none_if_nan(c["good_t"][slot]),
-                good_lat=float(c["good_lat"][slot]), good_lon=float(c["good_lon"][slot]),
-                good_accuracy_m=float(c["good_accuracy_m"][slot]),
-                last_rx=_none_if_nan(c["last_rx"][slot]),
-                last_fix_rx=_none_if_nan(c["last_fix_rx"][slot]),
-                battery_pct=None if math.isnan(battery) else int(battery),
+                last_t=None if last_t != last_t else last_t, lat=lat, lon=lon,
+                accuracy_m=accuracy_m, outlier=bool(outlier[slot]),
+                good_t=None if good_t != good_t else good_t, good_lat=good_lat,
+                good_lon=good_lon, good_accuracy_m=good_accuracy_m, last_rx=last_rx,
+                last_fix_rx=None if last_fix_rx != last_fix_rx else last_fix_rx,
+                battery_pct=None if battery != battery else int(battery),
             )  # fmt: skip
         return tracks
 
@@ -475,12 +497,10 @@ class Partition:
         cols["hot"][i] = bool(state.episodes)
         if state.episodes:
             return
-        c = self._slots.col
         for device_id, track in state.devices.items():
-            slot = self._slot(i, device_id)
-            for name in _TRACK_FLOATS:
-                c[name][slot] = _nan_if_none(getattr(track, name))
-            c["outlier"][slot] = track.outlier
+            slot = self._slot(i, device_id)  # first: a new slot may replace the matrices
+            self._slots.matrix(_F64)[slot] = _track_floats(track)
+            self._slots.col["outlier"][slot] = track.outlier
         state.devices = {}
 
     # ------------------------------------------------------------ batches
