@@ -35,14 +35,16 @@ consumer_offsets = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# The rules engine's state, one msgspec blob per order, checkpointed per batch.
+# The rules engine's state, one msgspec blob per order, checkpointed per batch. The column order
+# is the table's (0010): what a checkpoint rewrites comes after what it leaves, which keeps the
+# order's event out of the WAL of every checkpoint.
 evaluator_state = Table(
     "evaluator_state",
     metadata,
     Column("order_id", String(64), primary_key=True),
     Column("partition", Integer, nullable=False, index=True),
-    Column("state", LargeBinary, nullable=False),
     Column("order_event", LargeBinary, nullable=False),  # the version the state belongs to
+    Column("state", LargeBinary, nullable=False),
     # msgpack {input stream: last source offset evaluated}; see services/breach_evaluator
     Column("delivered", LargeBinary, nullable=False, server_default=text("''::bytea")),
     # msgpack TrackRows of a quiet order (services/core/batch.py); empty: tracks in `state`

@@ -6,6 +6,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.adapters.database import (
     alembic_config,
@@ -56,4 +57,70 @@ async def test_migrations_round_trip_and_upsert(settings: Settings) -> None:
         async with transaction(sessions) as session:
             assert await session.scalar(select(consumer_offsets.c.next_offset)) is None
     finally:
+        await engine.dispose()
+
+
+async def _columns(session: AsyncSession, table: str) -> list[str]:
+    rows = await session.execute(
+        text(
+            "SELECT attname FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) "
+            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        ),
+        {"t": table},
+    )
+    return [name for (name,) in rows]
+
+
+async def test_a_checkpoint_of_tracks_leaves_the_order_event_out_of_the_wal(
+    settings: Settings,
+) -> None:
+    """0010 puts evaluator_state's columns in the order tables.py gives, keeping its rows, both
+    ways; afterwards an update of an order's tracks logs far less than the order's event (an
+    update on its page logs only what lies between the prefix and suffix it shares)."""
+    await downgrade(settings.database_url, "0009")
+    engine = make_engine(settings, pool_size=2)
+    sessions = make_sessionmaker(engine)
+    event = bytes(range(256)) * 4  # 1 kB, as an order's event is
+    row = {"order_id": "BB-1", "partition": 3, "state": b"\x01" * 200, "order_event": event,
+           "delivered": b"\x02", "tracks": b"\x03" * 200}  # fmt: skip
+    try:
+        async with transaction(sessions) as session:
+            await session.execute(insert(evaluator_state).values(**row))
+        await migrate(settings.database_url, "head")
+        async with transaction(sessions) as session:
+            assert await _columns(session, "evaluator_state") == list(evaluator_state.c.keys())
+            kept = (await session.execute(select(*(evaluator_state.c[k] for k in row)))).one()
+            assert kept._asdict() == row
+        wal = []
+        for round_ in range(2):  # the first round takes a full-page image, if one is due
+            async with transaction(sessions) as session:
+                before = await session.scalar(text("SELECT pg_current_wal_insert_lsn()"))
+            for n in range(20):
+                async with transaction(sessions) as session:
+                    await session.execute(
+                        evaluator_state.update()
+                        .where(evaluator_state.c.order_id == "BB-1")
+                        .values(tracks=bytes([round_, n]) * 100, updated_at=text("now()"))
+                    )
+            async with transaction(sessions) as session:
+                wal.append(
+                    await session.scalar(
+                        text("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), :b)"),
+                        {"b": before},
+                    )
+                )
+        assert wal[1] < 20 * len(event) / 2, wal
+        await downgrade(settings.database_url, "0009")
+        async with transaction(sessions) as session:
+            assert await _columns(session, "evaluator_state") == [
+                "order_id", "partition", "state", "updated_at", "order_event", "delivered",
+                "tracks",
+            ]  # fmt: skip
+            assert (await session.execute(select(evaluator_state.c.order_event))).scalar() == event
+    finally:
+        await migrate(settings.database_url, "head")
+        async with transaction(sessions) as session:  # the evaluators of later tests load it
+            await session.execute(
+                evaluator_state.delete().where(evaluator_state.c.order_id == "BB-1")
+            )
         await engine.dispose()
