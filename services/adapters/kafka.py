@@ -135,6 +135,9 @@ def partition_of_key(key: bytes, partitions: Sequence[int]) -> int:
     return int(_BY_KEY(key, partitions, partitions))
 
 
+REMEMBERED_KEYS = 1 << 18  # ~30 MB of keys at most; 100k orders fit
+
+
 class RecordBatches:
     """Records of one topic, keyed, gathered into a Kafka record batch per partition and handed
     to the producer a batch at a time. `AIOKafkaProducer.send` costs tens of microseconds a
@@ -149,6 +152,9 @@ class RecordBatches:
         self.open: dict[int, Any] = {}
         self.sent: list[asyncio.Future[Any]] = []
         self.records = 0
+        # The partition of each key seen: aiokafka's murmur2 is Python (~3 us a key here), and
+        # the router sends each order's signals again and again. Bounded: emptied when full.
+        self._partition_of: dict[bytes, int] = {}
 
     @classmethod
     async def of(cls, producer: AIOKafkaProducer, topic: str) -> RecordBatches:
@@ -156,7 +162,11 @@ class RecordBatches:
         return cls(producer, topic, await producer.partitions_for(topic))
 
     async def add(self, key: bytes, value: bytes) -> None:
-        partition = partition_of_key(key, self.partitions)
+        partition = self._partition_of.get(key)
+        if partition is None:
+            if len(self._partition_of) >= REMEMBERED_KEYS:
+                self._partition_of.clear()
+            partition = self._partition_of[key] = partition_of_key(key, self.partitions)
         batch = self.open.get(partition)
         if batch is None:
             batch = self.open[partition] = self.producer.create_batch()

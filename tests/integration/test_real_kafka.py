@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaError
 
 from deploy.scratch import scratch_topics
 from schemas import wire
+from services.adapters import kafka
 from services.adapters.kafka import (
     ConsumerStalled,
     PeriodicCommit,
@@ -108,10 +109,15 @@ async def test_same_key_lands_in_one_partition(topics: Settings) -> None:
     assert len({meta.partition for meta in metas}) == 1
 
 
-async def test_record_batches_land_where_send_puts_their_key_in_order(topics: Settings) -> None:
+@pytest.mark.parametrize("remembered", [kafka.REMEMBERED_KEYS, 7])
+async def test_record_batches_land_where_send_puts_their_key_in_order(
+    topics: Settings, remembered: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The router's batches must put an order's signals on the partition of the order's own
     records (the evaluator joins the two by partition): where `send` puts the key. A batch that
-    fills up goes out and a new one takes the rest, in order."""
+    fills up goes out and a new one takes the rest, in order. Each key's partition is
+    remembered; with room for 7 keys of the 40, the memory empties again and again."""
+    monkeypatch.setattr(kafka, "REMEMBERED_KEYS", remembered)
     async with scratch_topics(topics) as own:
         topic = own.topic("order-signals.v1")
         keys = [f"BB-{n:04d}".encode() for n in range(40)]
