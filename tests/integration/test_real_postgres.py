@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from deploy.scratch import asyncpg_dsn
 from services.adapters.database import (
     alembic_config,
     downgrade,
@@ -124,3 +126,50 @@ async def test_a_checkpoint_of_tracks_leaves_the_order_event_out_of_the_wal(
                 evaluator_state.delete().where(evaluator_state.c.order_id == "BB-1")
             )
         await engine.dispose()
+
+
+async def test_a_catch_up_sized_fold_runs_in_memory(settings: Settings) -> None:
+    """A fold of 20k orders (~6 MB of arrays) through evaluator_commit_batch writes no
+    temporary file: with the default 4 MB of work_mem its arrays spilled (0011)."""
+    count = 20_000
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    try:
+        await conn.execute(
+            "INSERT INTO evaluator_state (order_id, partition, order_event, state) "
+            "SELECT 'FOLD-' || n, 0, '\\x00'::bytea, '\\x00'::bytea "
+            "FROM generate_series(1, $1) AS n",
+            count,
+        )
+
+        async def temp_bytes() -> int:
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            written: int = await conn.fetchval(
+                "SELECT temp_bytes FROM pg_stat_database WHERE datname = current_database()"
+            )
+            return written
+
+        empty_text: list[str] = []
+        empty_int: list[int] = []
+        empty_bytes: list[bytes] = []
+        ids = [f"FOLD-{n}" for n in range(1, count + 1)]
+        before = await temp_bytes()
+        await conn.fetchval(
+            "SELECT evaluator_commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+            " $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+            "test-fold", empty_text, empty_int, empty_int, empty_int,
+            empty_text, empty_int, empty_bytes, empty_bytes, empty_bytes, empty_bytes,
+            empty_int, empty_bytes,
+            [0], ids, [0] * count, [None] * count, [b"\x81\x00\x01"] * count,
+            [bytes(300)] * count,
+            empty_text, empty_text, empty_int, empty_bytes, empty_int,
+        )  # fmt: skip
+        assert await temp_bytes() == before
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM evaluator_state "
+            "WHERE order_id LIKE 'FOLD-%' AND length(tracks) = 300"
+        )
+        assert stored == count
+    finally:
+        await conn.execute("DELETE FROM evaluator_state WHERE order_id LIKE 'FOLD-%'")
+        await conn.close()
