@@ -51,7 +51,7 @@ SCALAR_BELOW = 16
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
-_F64 = np.dtype(np.float64)
+_FLOAT64 = np.dtype(np.float64)  # the dtype; F64 is the array type
 
 NO_SLOT = -1
 MANY_SLOTS = -2  # more than one protected device watched: always the scalar path
@@ -59,6 +59,8 @@ NO_DEVICE_HASH = -1  # an order without a subject device; Python's hash() never 
 
 # Device track fields held per slot: the optional ones with NaN for None, the others 0.0 as in
 # a fresh DeviceTrack.
+# The order of these is spelled out again in `_tracks` and `_track_floats`, which read and write
+# a whole row at a time (the property tests fail on a mismatch).
 _TRACK_OPTIONAL = ("last_t", "good_t", "last_rx", "last_fix_rx", "battery_pct")
 _TRACK_PLAIN = ("lat", "lon", "accuracy_m", "good_lat", "good_lon", "good_accuracy_m")
 _TRACK_FLOATS = _TRACK_OPTIONAL + _TRACK_PLAIN
@@ -377,7 +379,7 @@ class Partition:
         values = np.frombuffer(tracks.values, dtype=np.float64).reshape(-1, len(TRACK_COLUMNS))
         for device_id, row in zip(tracks.devices, values, strict=True):
             slot = self._slot(i, device_id)  # first: a new slot may replace the matrices
-            self._slots.matrix(_F64)[slot] = row[: len(_TRACK_FLOATS)]
+            self._slots.matrix(_FLOAT64)[slot] = row[: len(_TRACK_FLOATS)]
             self._slots.col["outlier"][slot] = row[-1]
 
     def _slot(self, i: int, device_id: str) -> int:
@@ -452,7 +454,7 @@ class Partition:
     # ------------------------------------------------------------ tracks: columns <-> objects
 
     def _tracks(self, i: int) -> dict[str, DeviceTrack]:
-        floats, outlier = self._slots.matrix(_F64), self._slots.col["outlier"]
+        floats, outlier = self._slots.matrix(_FLOAT64), self._slots.col["outlier"]
         tracks = {}
         for slot, device_id in zip(self._order_slots[i], self._order_devices[i], strict=True):
             # _TRACK_FLOATS in order (the slots' spec in __init__); NaN is None, and NaN != NaN.
@@ -499,7 +501,7 @@ class Partition:
             return
         for device_id, track in state.devices.items():
             slot = self._slot(i, device_id)  # first: a new slot may replace the matrices
-            self._slots.matrix(_F64)[slot] = _track_floats(track)
+            self._slots.matrix(_FLOAT64)[slot] = _track_floats(track)
             self._slots.col["outlier"][slot] = track.outlier
         state.devices = {}
 
