@@ -135,7 +135,7 @@ def partition_of_key(key: bytes, partitions: Sequence[int]) -> int:
     return int(_BY_KEY(key, partitions, partitions))
 
 
-REMEMBERED_KEYS = 1 << 18  # ~30 MB of keys at most; 100k orders fit
+REMEMBERED_KEYS = 1 << 18  # 22.5 MiB when full of 17-byte order ids (tracemalloc); 100k orders fit
 
 
 class RecordBatches:
