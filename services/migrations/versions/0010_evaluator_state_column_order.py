@@ -54,6 +54,9 @@ def _rebuild(columns: tuple[str, ...]) -> None:
         "ALTER TABLE evaluator_state ADD CONSTRAINT evaluator_state_pkey PRIMARY KEY (order_id)"
     )
     op.execute("CREATE INDEX ix_evaluator_state_partition ON evaluator_state (partition)")
+    # The old table's statistics went with it: without these the commit function's plans
+    # guess until autovacuum comes round.
+    op.execute("ANALYZE evaluator_state")
 
 
 def upgrade() -> None:

@@ -17,7 +17,9 @@ depends_on = None
 # A catch-up's fold rewrites 30-50k orders in one call. Its arrays (~13 MB at 50k) and, in the
 # plan that hashes evaluator_state (~28 MB at 100k orders), the hash table did not fit in the
 # default 4 MB of work_mem: auto_explain showed both spilling to temporary files (11k blocks
-# written and read back for one fold). The setting holds only while the function runs.
+# written and read back for one fold). The setting holds only while the function runs. A later
+# CREATE OR REPLACE of the function drops it unless the new definition sets it again
+# (tests/integration/test_real_postgres.py fails then).
 WORK_MEM = "64MB"
 
 
