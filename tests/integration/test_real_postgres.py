@@ -20,6 +20,7 @@ from services.adapters.database import (
 )
 from services.adapters.settings import Settings
 from services.adapters.tables import consumer_offsets, evaluator_state
+from services.breach_evaluator import store
 
 pytestmark = pytest.mark.integration
 
@@ -149,21 +150,12 @@ async def test_a_catch_up_sized_fold_runs_in_memory(settings: Settings) -> None:
             )
             return written
 
-        empty_text: list[str] = []
-        empty_int: list[int] = []
-        empty_bytes: list[bytes] = []
-        ids = [f"FOLD-{n}" for n in range(1, count + 1)]
+        fold = [
+            store.Checkpoint(f"FOLD-{n}", 0, None, None, b"\x81\x00\x01", bytes(300))
+            for n in range(1, count + 1)
+        ]
         before = await temp_bytes()
-        await conn.fetchval(
-            "SELECT evaluator_commit_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-            " $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
-            "test-fold", empty_text, empty_int, empty_int, empty_int,
-            empty_text, empty_int, empty_bytes, empty_bytes, empty_bytes, empty_bytes,
-            empty_int, empty_bytes,
-            [0], ids, [0] * count, [None] * count, [b"\x81\x00\x01"] * count,
-            [bytes(300)] * count,
-            empty_text, empty_text, empty_int, empty_bytes, empty_int,
-        )  # fmt: skip
+        await store.commit_batch(conn, store.BatchWrite("test-fold", folded=[(0, fold)]))
         assert await temp_bytes() == before
         stored = await conn.fetchval(
             "SELECT count(*) FROM evaluator_state "
