@@ -27,7 +27,6 @@ from geo import municipalities
 from geo.projection import MAX_ABS_LATITUDE, LocalPlane, wrap_longitude_delta
 
 F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
 
 MAX_VERTICES = 10_000
 MAX_EXTENT_M = 200_000.0
@@ -135,7 +134,7 @@ class PolygonShape:
 
     def edges(self) -> tuple[F64, F64, F64, F64]:
         """A small polygon's edges in `plane` as (x1, y1, x2, y2) arrays, every ring's (holes
-        and islands among them), for `signed_distances_to_edges`."""
+        and islands among them), for the bulk decision's edge table (services/core/bulk.py)."""
         if self._parts is None:
             raise ValueError("only a small polygon is kept as edges")
         points = [
@@ -191,26 +190,6 @@ def _signed_distance_to_rings(parts: _FlatParts, x: float, y: float) -> float:
             x1, y1 = x2, y2
     distance = math.sqrt(nearest_sq)
     return -distance if inside and distance > 0.0 else distance
-
-
-def signed_distances_to_edges(
-    x1: F64, y1: F64, x2: F64, y2: F64, firsts: I64, x: F64, y: F64
-) -> F64:
-    """`_signed_distance_to_rings` for many (point, polygon) pairs at once, the same arithmetic
-    in the same order. Pair k owns the edges from `firsts[k]` to the next pair's first (at
-    least one each), and `x`, `y` give its point once per edge."""
-    dx, dy = x2 - x1, y2 - y1
-    px, py = x - x1, y - y1
-    length_sq = dx * dx + dy * dy
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(length_sq > 0.0, (px * dx + py * dy) / length_sq, 0.0)
-        t = np.where(t < 0.0, 0.0, np.where(t > 1.0, 1.0, t))
-        ex, ey = px - t * dx, py - t * dy
-        crosses = ((y1 > y) != (y2 > y)) & (x < x1 + py * dx / dy)
-    nearest = np.sqrt(np.minimum.reduceat(ex * ex + ey * ey, firsts))
-    inside = np.add.reduceat(crosses.astype(np.int64), firsts) % 2 == 1
-    distance: F64 = np.where(inside & (nearest > 0.0), -nearest, nearest)
-    return distance
 
 
 # ---------------------------------------------------------------- compilation

@@ -4,13 +4,15 @@
 Most fixes are quiet: in order, plausible, clear of every zone by more than their accuracy and
 warning buffer, no episode running for their order, no partner device near in time. Such a fix
 decides nothing; it only moves its device's track forward. A `Partition` keeps the device tracks
-of all its orders column-wise in numpy arrays, decides which fixes of a batch are quiet in bulk,
-moves their tracks in bulk, and hands every other signal — and everything after it of the same
-order in the batch — to `evaluate` itself, one at a time, in batch order.
+of all its orders column-wise in numpy arrays, decides which fixes of a batch are quiet and moves
+their tracks in one compiled pass (services/core/bulk.py), and hands every other signal — and
+everything after it of the same order in the batch — to `evaluate` itself, one at a time, in
+batch order.
 
 Bulk decisions keep `QUIET_MARGIN` (metres or seconds) away from every threshold, so a rounding
-difference between numpy and the scalar path can only send a fix down the scalar path, never
-change a decision. tests/unit/test_core_batch.py checks the equality, property-based.
+difference between the compiled pass and the scalar path can only send a fix down the scalar
+path, never change a decision. tests/unit/test_core_batch.py checks the equality,
+property-based.
 """
 
 from __future__ import annotations
@@ -26,9 +28,26 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from geo.projection import fast_distance_m_array, wrap_longitude_delta_array
-from geo.shapes import CircleShape, PolygonShape, signed_distances_to_edges
+from geo.shapes import CircleShape, PolygonShape
 from schemas.wire import Alert
+from services.core.bulk import (
+    EDGE_FLOATS,
+    MANY_SLOTS,
+    NO_SLOT,
+    ORDER_BOOLS,
+    ORDER_FLOATS,
+    ORDER_INTS,
+    QUIET_MARGIN,
+    SLOT_BOOLS,
+    TRACK_FLOATS,
+    TRACK_OPTIONAL,
+    TRACK_PLAIN,
+    UNDECIDED,
+    ZONE_BOOLS,
+    ZONE_FLOATS,
+    ZONE_INTS,
+    decide,
+)
 from services.core.config import DEFAULT_RULES, RuleConfig
 from services.core.engine import apply_order, evaluate, new_state, tick
 from services.core.hashrows import HashRows
@@ -40,9 +59,8 @@ from services.core.model import (
     Signal,
     SignalRejected,
 )
-from services.core.schedule import MINUTES_PER_WEEK, local_minute_of_week_array
+from services.core.schedule import MINUTES_PER_WEEK, amsterdam_offset_s
 
-QUIET_MARGIN = 1e-6
 # Below this many signals the bulk decision's fixed cost (~200 us of numpy calls on small
 # arrays) exceeds the scalar path's cost per signal: live traffic spread over a dozen
 # partitions comes in batches of a few signals each.
@@ -51,29 +69,14 @@ SCALAR_BELOW = 16
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
-_FLOAT64 = np.dtype(np.float64)  # the dtype; F64 is the array type
+# The dtypes of the columns' matrices (F64 and the others are array types)
+_FLOAT64, _INT64, _BOOL = np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_)
+# The schedules' table of UTC offsets covers at most this many hours from a batch's first fix:
+# a batch spanning more (a very old fix among new ones) sends the rest to the scalar path.
+_MAX_SCHEDULE_HOURS = 24 * 31
 
-NO_SLOT = -1
-MANY_SLOTS = -2  # more than one protected device watched: always the scalar path
 NO_DEVICE_HASH = -1  # an order without a subject device; Python's hash() never gives -1
-
-# Device track fields held per slot: the optional ones with NaN for None, the others 0.0 as in
-# a fresh DeviceTrack.
-# The order of these is spelled out again in `_tracks` and `_track_floats`, which read and write
-# a whole row at a time (the property tests fail on a mismatch).
-_TRACK_OPTIONAL = ("last_t", "good_t", "last_rx", "last_fix_rx", "battery_pct")
-_TRACK_PLAIN = ("lat", "lon", "accuracy_m", "good_lat", "good_lon", "good_accuracy_m")
-_TRACK_FLOATS = _TRACK_OPTIONAL + _TRACK_PLAIN
-TRACK_COLUMNS = (*_TRACK_FLOATS, "outlier")
-_ORDER_FLOATS = ("valid_from", "valid_until", "watch_since")
-_ORDER_INTS = ("subject_slot", "subject_hash", "partner_slot", "zone_start", "zone_count")
-_ORDER_BOOLS = ("revoked", "ended", "hot")
-_ZONE_FLOATS = ("lat0", "lon0", "kx", "ky", "radius_m", "minx", "miny", "maxx", "maxy", "buffer")
-# Each with the fill of new rows. A small polygon's edges (see `_polygon_distance`) go into the
-# edge table when they are first needed: until then `edge_count` is 0.
-_ZONE_INTS = {"schedule_row": -1, "edge_start": 0, "edge_count": 0}
-_ZONE_BOOLS = ("presence", "small_polygon")
-_EDGE_FLOATS = ("x1", "y1", "x2", "y2")
+TRACK_COLUMNS = (*TRACK_FLOATS, "outlier")  # a track row of a checkpoint (`TrackRows`)
 
 _first, _second = itemgetter(0), itemgetter(1)
 _device_id, _role, _t = attrgetter("device_id"), attrgetter("role"), attrgetter("t")
@@ -81,15 +84,12 @@ _lat, _lon, _accuracy_m = attrgetter("lat"), attrgetter("lon"), attrgetter("accu
 _battery_pct = attrgetter("battery_pct")
 
 
-_Taken = dict[str, npt.NDArray[Any]]  # fields of some rows of a _Columns, by name
-
-
 class _Columns:
     """Named numpy columns of one length, grown by doubling; new rows take the given fill.
 
-    The columns of one dtype are the columns of one row-major matrix, so `take` gathers a row's
-    fields from one or two cache lines: a batch at 100k orders reads its rows at random, and
-    gathering column by column paid a cache miss a field."""
+    The columns of one dtype are the columns of one row-major matrix, so a row's fields are in
+    one or two cache lines: a batch at 100k orders reads its rows at random, and reading column
+    by column paid a cache miss a field."""
 
     def __init__(self, spec: dict[str, tuple[type, Any]]) -> None:
         self._spec = spec
@@ -122,14 +122,6 @@ class _Columns:
         """The matrix of one dtype, a row per row of these columns: one row is read or written
         in one call, not one call a field. A growth replaces it; do not keep it across `add`."""
         return self._matrices[dtype]
-
-    def take(self, rows: I64) -> _Taken:
-        """The named fields of `rows`, one gather a dtype."""
-        taken: _Taken = {}
-        for dtype, names in self._groups.items():
-            matrix = self.rows_of(dtype, rows)
-            taken.update((name, matrix[:, k]) for k, name in enumerate(names))
-        return taken
 
     def _allocate(self, capacity: int) -> None:
         for dtype, names in self._groups.items():
@@ -226,7 +218,7 @@ class BatchOutcome:
 
 
 def _track_floats(track: DeviceTrack) -> tuple[float, ...]:
-    """A track's _TRACK_FLOATS in order, NaN for None: one row of the slots' float matrix."""
+    """A track's TRACK_FLOATS in order, NaN for None: one row of the slots' float matrix."""
     nan = math.nan
     return (
         nan if track.last_t is None else track.last_t,
@@ -258,22 +250,22 @@ class Partition:
         # orders).
         self._order_devices: list[tuple[str, ...]] = []
         self._slots = _Columns(
-            {name: (np.float64, math.nan) for name in _TRACK_OPTIONAL}
-            | {name: (np.float64, 0.0) for name in _TRACK_PLAIN}
-            | {"outlier": (np.bool_, False), "watched": (np.bool_, False)}
+            {name: (np.float64, math.nan) for name in TRACK_OPTIONAL}
+            | {name: (np.float64, 0.0) for name in TRACK_PLAIN}
+            | {name: (np.bool_, False) for name in SLOT_BOOLS}
         )
         self._orders = _Columns(
-            {name: (np.float64, math.nan) for name in _ORDER_FLOATS}
-            | {name: (np.int64, NO_SLOT) for name in _ORDER_INTS}
-            | {name: (np.bool_, False) for name in _ORDER_BOOLS}
+            {name: (np.float64, math.nan) for name in ORDER_FLOATS}
+            | {name: (np.int64, NO_SLOT) for name in ORDER_INTS}
+            | {name: (np.bool_, False) for name in ORDER_BOOLS}
         )
         self._zones = _Columns(
-            {name: (np.float64, math.nan) for name in _ZONE_FLOATS}
-            | {name: (np.int64, fill) for name, fill in _ZONE_INTS.items()}
-            | {name: (np.bool_, False) for name in _ZONE_BOOLS}
+            {name: (np.float64, math.nan) for name in ZONE_FLOATS}
+            | {name: (np.int64, fill) for name, fill in ZONE_INTS.items()}
+            | {name: (np.bool_, False) for name in ZONE_BOOLS}
         )
         # The edges of the small polygons a fix came near the box of: most never see one.
-        self._edges = _Columns({name: (np.float64, math.nan) for name in _EDGE_FLOATS})
+        self._edges = _Columns({name: (np.float64, math.nan) for name in EDGE_FLOATS})
         # Orders whose state objects changed since their last checkpoint (not only their tracks).
         self._restated: set[int] = set()
         self._schedule_rows: dict[bytes, int] = {}
@@ -339,10 +331,10 @@ class Partition:
             itertools.chain.from_iterable(order_slots[i] for i in at[~hot].tolist()),
             dtype=np.int64,
         )
-        # The slots' float columns are _TRACK_FLOATS in order (their spec in __init__), the
+        # The slots' float columns are TRACK_FLOATS in order (their spec in __init__), the
         # first of TRACK_COLUMNS: one gather for them all, not a copy a column.
         matrix = np.empty((len(rows), len(TRACK_COLUMNS)), dtype=np.float64)
-        matrix[:, : len(_TRACK_FLOATS)] = self._slots.rows_of(np.float64, rows)
+        matrix[:, : len(TRACK_FLOATS)] = self._slots.rows_of(np.float64, rows)
         matrix[:, -1] = self._slots.col["outlier"][rows]
         states, restated = self.states, self._restated
         made = ChangedRows(
@@ -379,7 +371,7 @@ class Partition:
         values = np.frombuffer(tracks.values, dtype=np.float64).reshape(-1, len(TRACK_COLUMNS))
         for device_id, row in zip(tracks.devices, values, strict=True):
             slot = self._slot(i, device_id)  # first: a new slot may replace the matrices
-            self._slots.matrix(_FLOAT64)[slot] = row[: len(_TRACK_FLOATS)]
+            self._slots.matrix(_FLOAT64)[slot] = row[: len(TRACK_FLOATS)]
             self._slots.col["outlier"][slot] = row[-1]
 
     def _slot(self, i: int, device_id: str) -> int:
@@ -457,7 +449,7 @@ class Partition:
         floats, outlier = self._slots.matrix(_FLOAT64), self._slots.col["outlier"]
         tracks = {}
         for slot, device_id in zip(self._order_slots[i], self._order_devices[i], strict=True):
-            # _TRACK_FLOATS in order (the slots' spec in __init__); NaN is None, and NaN != NaN.
+            # TRACK_FLOATS in order (the slots' spec in __init__); NaN is None, and NaN != NaN.
             (
                 last_t,
                 good_t,
@@ -586,12 +578,8 @@ class Partition:
         """Every signal of the batch, as `evaluate` one by one in batch order would."""
         if not batch.bulk:  # `batch` decided it, by `scalar_below`
             return self._scalar_path(batch, np.arange(len(batch)), 0, set(), now)
-        # Each signal's order and track fields, gathered row by row once for the whole batch.
-        of_order, of_slot = self._orders.take(batch.order), self._slots.take(batch.slot)
-        in_force = self._in_force(batch, of_order)
-        slow = self._slow(batch, of_order, of_slot, in_force, now)
+        slow = self._decide_in_bulk(batch, now)
         quiet = ~slow
-        self._move_quiet_tracks(batch, quiet, in_force, now)
         return self._scalar_path(
             batch, np.flatnonzero(slow), int(quiet.sum()), set(batch.order[quiet].tolist()), now
         )
@@ -623,26 +611,6 @@ class Partition:
         touched |= scalar
         rejected.sort()
         return BatchOutcome(alerts, rejected, quiet, touched)
-
-    def _move_quiet_tracks(
-        self, batch: SignalBatch, quiet: Bool, in_force: Bool, now: float
-    ) -> None:
-        """What `evaluate` does to the track of a quiet fix, for the newest quiet fix per slot."""
-        c = self._slots.col
-        newest = _newest_per_key(batch.slot, quiet)
-        slots = batch.slot[newest]
-        # A quiet fix is not an outlier, so it is also the device's newest good fix.
-        c["last_t"][slots] = c["good_t"][slots] = batch.t[newest]
-        c["lat"][slots] = c["good_lat"][slots] = batch.lat[newest]
-        c["lon"][slots] = c["good_lon"][slots] = batch.lon[newest]
-        c["accuracy_m"][slots] = c["good_accuracy_m"][slots] = batch.accuracy_m[newest]
-        c["outlier"][slots] = False
-        c["last_rx"][slots] = now
-        c["last_fix_rx"][slots] = now
-        charged = _newest_per_key(
-            batch.slot, quiet & batch.subject & in_force & ~np.isnan(batch.battery_pct)
-        )
-        c["battery_pct"][batch.slot[charged]] = batch.battery_pct[charged]
 
     def tick(self, now: float) -> tuple[list[Alert], set[int]]:
         """Wall-clock timers of every order; only orders a timer may concern reach `tick`."""
@@ -683,203 +651,55 @@ class Partition:
 
     # ------------------------------------------------------------ the bulk decision
 
-    def _in_force(self, batch: SignalBatch, of_order: _Taken) -> Bool:
-        """`CompiledOrder.in_force` of each signal's order at the signal's time."""
-        t = batch.t
-        with np.errstate(invalid="ignore"):
-            in_force: Bool = (
-                ~of_order["revoked"] & (t >= of_order["valid_from"]) & (t < of_order["valid_until"])
-            )
-        return in_force
-
-    def _slow(
-        self, batch: SignalBatch, of_order: _Taken, of_slot: _Taken, in_force: Bool, now: float
-    ) -> Bool:
-        """Which signals need the scalar path: everything not provably quiet, and everything
-        after such a signal of the same order."""
-        n = len(batch)
-        rules, m = self.rules, QUIET_MARGIN
-        o, s, t = batch.order, batch.slot, batch.t
-        lat, lon, acc = batch.lat, batch.lon, batch.accuracy_m
-        if n == 0:
-            return np.zeros(0, dtype=np.bool_)
-        with np.errstate(invalid="ignore"):
-            # The contract checks of `check_signal`: a signal that breaks one is rejected there.
-            slow = batch.forced_slow | of_order["hot"]
-            slow |= ~(np.isfinite(t) & (t - now <= rules.max_future_skew_s))
-            slow |= ~(np.isfinite(lat) & (lat >= -90.0) & (lat <= 90.0))
-            slow |= ~(np.isfinite(lon) & (lon >= -180.0) & (lon <= 180.0))
-            slow |= ~(np.isfinite(acc) & (acc > 0.0))
-            battery = batch.battery_pct
-            slow |= batch.subject & in_force & (battery < rules.battery_low_pct)
-
-            # The device's previous fix: an earlier quiet fix of the batch, or its track.
-            previous = _previous_in_group(s)
-            has_prev = previous >= 0
-            prev = np.maximum(previous, 0)
-
-            def before(name: str, values: F64) -> F64:
-                return np.where(has_prev, values[prev], of_slot[name])
-
-            last_t = before("last_t", t)
-            slow |= last_t > t  # late: the scalar path keeps it as evidence
-            good_t = before("good_t", t)
-            jump = (
-                fast_distance_m_array(lat, lon, before("good_lat", lat), before("good_lon", lon))
-                - before("good_accuracy_m", acc) - acc
+    def _decide_in_bulk(self, batch: SignalBatch, now: float) -> Bool:
+        """Which signals need the scalar path (services/core/bulk.py); the quiet ones' tracks
+        are moved. A pass that comes near a small polygon without its edges sets that order
+        aside; the edges are added and the orders set aside go again, from where they were."""
+        n, rules = len(batch), self.rules
+        slow = np.zeros(n, dtype=np.bool_)
+        marks = np.zeros(self._orders.size, dtype=np.int8)
+        deferred, missing = np.empty(n, dtype=np.int64), np.empty((n, 2), dtype=np.int64)
+        hour0, offsets = self._utc_offsets(batch.t)
+        positions = np.arange(n)
+        slots, orders, zones = self._slots, self._orders, self._zones
+        while len(positions):
+            n_deferred, n_missing = decide(
+                positions, batch.order, batch.slot, batch.forced_slow, batch.subject,
+                batch.t, batch.lat, batch.lon, batch.accuracy_m, batch.battery_pct, now,
+                orders.matrix(_FLOAT64), orders.matrix(_INT64), orders.matrix(_BOOL),
+                slots.matrix(_FLOAT64), slots.matrix(_BOOL),
+                zones.matrix(_FLOAT64), zones.matrix(_INT64), zones.matrix(_BOOL),
+                self._edges.matrix(_FLOAT64), self._masks, hour0, offsets,
+                rules.max_future_skew_s, float(rules.battery_low_pct), rules.max_speed_mps,
+                rules.contact_window_s, slow, marks, deferred, missing,
             )  # fmt: skip
-            slow |= jump > rules.max_speed_mps * np.maximum(t - good_t, 1.0) - m
+            for row, i in sorted(set(map(tuple, missing[:n_missing].tolist()))):
+                self._add_edges(row, i)
+            positions = deferred[:n_deferred].copy()
+            marks[batch.order[positions]] = UNDECIDED
+        return slow
 
-            watching = batch.subject & in_force & ~slow
-            slow |= self._near_a_zone(batch, of_order, np.flatnonzero(watching))
-            slow |= self._partner_in_time(batch, of_order, of_slot, in_force)
-        return _spread_to_later(o, slow)
+    def _utc_offsets(self, t: F64) -> tuple[int, F64]:
+        """(first hour, Amsterdam's UTC offset in seconds for each hour from it) over the times
+        of a batch, for the schedules; a fix in an hour past the table's end takes the scalar
+        path."""
+        finite = t[np.isfinite(t)]
+        if len(self._masks) == 0 or len(finite) == 0:
+            return 0, np.zeros(0, dtype=np.float64)
+        first = int(finite.min() // 3600)
+        last = min(int(finite.max() // 3600), first + _MAX_SCHEDULE_HOURS)
+        offsets = [amsterdam_offset_s(hour * 3600.0) for hour in range(first, last + 1)]
+        return first, np.array(offsets, dtype=np.float64)
 
-    def _near_a_zone(self, batch: SignalBatch, of_order: _Taken, items: I64) -> Bool:
-        near = np.zeros(len(batch), dtype=np.bool_)
-        if len(items) == 0:
-            return near
-        counts = of_order["zone_count"][items]
-        pair_item = np.repeat(items, counts)
-        starts = np.repeat(of_order["zone_start"][items], counts)
-        offsets = np.arange(len(pair_item)) - np.repeat(np.cumsum(counts) - counts, counts)
-        row = starts + offsets
-        z = self._zones.take(row)
-        lat, lon = batch.lat[pair_item], batch.lon[pair_item]
-        dx = wrap_longitude_delta_array(lon - z["lon0"]) * z["kx"]
-        dy = (lat - z["lat0"]) * z["ky"]
-        radius = z["radius_m"]
-        is_circle = ~np.isnan(radius)
-        reach = batch.accuracy_m[pair_item] + z["buffer"] + QUIET_MARGIN
-        circle_distance = np.sqrt(dx * dx + dy * dy) - radius
-        # Outside a polygon's box by this much: a lower bound of the distance to the polygon.
-        outside_box = np.maximum(
-            np.maximum(z["minx"] - dx, dx - z["maxx"]),
-            np.maximum(z["miny"] - dy, dy - z["maxy"]),
-        )
-        presence = z["presence"]
-        clear = np.where(
-            presence,
-            is_circle & (circle_distance <= -reach),  # deep inside where one must be
-            np.where(is_circle, circle_distance >= reach, outside_box >= reach),
-        )
-        # Within a small polygon's box is not yet near it: its exact distance may still clear.
-        boxed = np.flatnonzero(~clear & z["small_polygon"])
-        if len(boxed):
-            distance = self._polygon_distance(
-                row[boxed], batch.order[pair_item[boxed]], offsets[boxed], dx[boxed], dy[boxed]
-            )
-            clear[boxed] = np.where(
-                presence[boxed], distance <= -reach[boxed], distance >= reach[boxed]
-            )
-        scheduled = z["schedule_row"] >= 0
-        if scheduled.any():
-            at = np.flatnonzero(scheduled)
-            minute = local_minute_of_week_array(batch.t[pair_item[at]])
-            clear[at] |= ~self._masks[z["schedule_row"][at], minute]
-        near[pair_item[~clear]] = True
-        return near
-
-    def _polygon_distance(self, rows: I64, orders: I64, zones: I64, x: F64, y: F64) -> F64:
-        """Signed distance from each (x, y) to the small polygon of its zone row (zone number
-        `zones` of order `orders`), as `PolygonShape.signed_distance` gives it."""
-        z, e = self._zones.col, self._edges.col
-        missing = np.flatnonzero(z["edge_count"][rows] == 0)
-        for k in missing.tolist():
-            row = int(rows[k])
-            if z["edge_count"][row] == 0:  # not already added for an earlier pair
-                shape = self.orders[int(orders[k])].zones[int(zones[k])].shape
-                assert isinstance(shape, PolygonShape)
-                self._add_edges(row, shape)
-        counts = z["edge_count"][rows]
-        firsts = np.cumsum(counts) - counts
-        pair = np.repeat(np.arange(len(rows)), counts)
-        edge = np.repeat(z["edge_start"][rows], counts) + np.arange(len(pair)) - firsts[pair]
-        return signed_distances_to_edges(
-            e["x1"][edge], e["y1"][edge], e["x2"][edge], e["y2"][edge], firsts, x[pair], y[pair]
-        )
-
-    def _add_edges(self, row: int, shape: PolygonShape) -> None:
+    def _add_edges(self, row: int, i: int) -> None:
+        """The edges of the small polygon in zone row `row` of order `i` into the edge table,
+        the first time a fix comes near its box."""
+        if self._zones.col["edge_count"][row]:
+            return  # added for an earlier pass
+        shape = self.orders[i].zones[row - int(self._orders.col["zone_start"][i])].shape
+        assert isinstance(shape, PolygonShape)
         x1, y1, x2, y2 = shape.edges()
         first = self._edges.add(len(x1))
-        end, e = first + len(x1), self._edges.col
-        e["x1"][first:end], e["y1"][first:end], e["x2"][first:end], e["y2"][first:end] = (
-            x1,
-            y1,
-            x2,
-            y2,
-        )
+        end = first + len(x1)
+        self._edges.matrix(_FLOAT64)[first:end] = np.column_stack((x1, y1, x2, y2))
         self._zones.col["edge_start"][row], self._zones.col["edge_count"][row] = first, len(x1)
-
-    def _partner_in_time(
-        self, batch: SignalBatch, of_order: _Taken, of_slot: _Taken, in_force: Bool
-    ) -> Bool:
-        """Fixes that pair with the other device of a contact ban within the contact window."""
-        o, s, t = batch.order, batch.slot, batch.t
-        partner_of_order, subject_of_order = of_order["partner_slot"], of_order["subject_slot"]
-        as_subject = batch.subject & (partner_of_order != NO_SLOT)
-        as_protected = ~batch.subject & of_slot["watched"]
-        partner = np.where(as_subject, partner_of_order, subject_of_order)
-        concerned = in_force & (as_subject | as_protected)
-        if not concerned.any():
-            return np.zeros(len(batch), dtype=np.bool_)
-        # The partner's newest time: its latest earlier signal in the batch, else its track.
-        latest_subject = _last_marked_in_group(o, s == subject_of_order)
-        latest_protected = _last_marked_in_group(o, s == partner_of_order)
-        latest = np.where(as_subject, latest_protected, latest_subject)
-        partner_t = np.where(
-            latest >= 0, t[np.maximum(latest, 0)], self._slots.col["last_t"][np.maximum(partner, 0)]
-        )
-        with np.errstate(invalid="ignore"):
-            in_time = np.abs(t - partner_t) <= self.rules.contact_window_s + QUIET_MARGIN
-        paired: Bool = concerned & ((partner < 0) | in_time)
-        return paired
-
-
-# ---------------------------------------------------------------- group helpers
-
-
-def _previous_in_group(keys: I64) -> I64:
-    """For each position, the previous position with the same key, or -1."""
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    same = np.zeros(len(keys), dtype=np.bool_)
-    same[1:] = sorted_keys[1:] == sorted_keys[:-1]
-    previous_sorted = np.where(same, np.roll(order, 1), -1)
-    previous = np.empty(len(keys), dtype=np.int64)
-    previous[order] = previous_sorted
-    return previous
-
-
-def _last_marked_in_group(groups: I64, marked: Bool) -> I64:
-    """For each position, the last position at or before it in the same group that is marked,
-    or -1."""
-    order = np.argsort(groups, kind="stable")
-    sorted_groups = groups[order]
-    index = np.where(marked[order], np.arange(len(groups)), -1)
-    last = np.maximum.accumulate(index) if len(index) else index
-    valid = last >= 0
-    valid[valid] = sorted_groups[last[valid]] == sorted_groups[valid]
-    found = np.where(valid, order[np.maximum(last, 0)], -1)
-    result = np.empty(len(groups), dtype=np.int64)
-    result[order] = found
-    return result
-
-
-def _newest_per_key(keys: I64, marked: Bool) -> I64:
-    """The last marked position of each key."""
-    at = np.flatnonzero(marked)
-    if len(at) == 0:
-        return at
-    order = np.argsort(keys[at], kind="stable")
-    ordered_keys = keys[at][order]
-    last = np.ones(len(at), dtype=np.bool_)
-    last[:-1] = ordered_keys[:-1] != ordered_keys[1:]
-    return at[order][last]
-
-
-def _spread_to_later(groups: I64, slow: Bool) -> Bool:
-    """Once a signal of an order needs the scalar path, so does everything after it of that
-    order: the bulk decisions assumed the quiet state before them."""
-    spread: Bool = _last_marked_in_group(groups, slow) >= 0
-    return spread

@@ -301,6 +301,29 @@ def test_quiet_fixes_are_decided_in_bulk_and_loud_ones_by_the_engine() -> None:
     ]
 
 
+def test_a_fix_waiting_for_a_polygons_edges_keeps_its_place_before_later_fixes() -> None:
+    """The first fix near a small polygon's box sets its order aside until the polygon's edges
+    are in the table, and the order's later fixes in the batch wait with it: each is still
+    decided after the ones before it. Here the jump that follows is measured from the fix in
+    the courtyard, so it is an outlier."""
+    order = compiled(
+        order_id="BB-E", subject_device="EB-4004", victim_device=None,
+        zones=[_donut("yard", 0, 0, 1000, 500)],
+    )  # fmt: skip
+    in_the_courtyard = fix(0, 0, T0, 5.0, device="EB-4004")
+    far_at_once = fix(0, 3000, T0 + 1, 5.0, device="EB-4004")  # clear of the box: no edges
+    partition = Partition(scalar_below=0)
+    partition.upsert(order, T0)
+    items: list[tuple[str, Signal]] = [("BB-E", in_the_courtyard), ("BB-E", far_at_once)]
+    outcome = partition.evaluate(partition.batch(items), T0 + 5)
+    state = new_state(order, T0)
+    for signal in (in_the_courtyard, far_at_once):
+        state, _ = evaluate(state, signal, order, T0 + 5)
+    assert state.devices["EB-4004"].outlier
+    assert partition.export_state(0) == state
+    assert outcome.quiet == 1  # the fix in the courtyard, once the edges were there
+
+
 def test_a_batch_too_small_to_pay_for_the_bulk_decision_takes_the_scalar_path() -> None:
     partition = Partition()
     for order in ORDERS:

@@ -22,8 +22,8 @@ from geo.shapes import (
     ZoneGeometryError,
     _signed_distance_to_rings,
     compile_polygon,
-    signed_distances_to_edges,
 )
+from services.core.bulk import _distance_to_edges
 from services.core.engine import CERTAIN, CLEAR, POSSIBLE, WARNING, disc_level
 
 latitudes = st.floats(-80, 80)
@@ -162,35 +162,23 @@ def test_edge_loop_distance_matches_geos(zone: Polygon | MultiPolygon, x: float,
     assert _signed_distance_to_rings(flat_parts(zone), x, y) == pytest.approx(truth, abs=1e-6)
 
 
-@settings(max_examples=100, deadline=None)
-@given(
-    pairs=st.lists(
-        st.tuples(metric_zones(), st.floats(-2500, 8000), st.floats(-2500, 2500)),
-        min_size=1, max_size=4,
-    )
-)  # fmt: skip
-def test_edge_distances_in_bulk_match_the_loop(
-    pairs: list[tuple[Polygon | MultiPolygon, float, float]],
+@settings(max_examples=300, deadline=None)
+@given(zone=metric_zones(), x=st.floats(-2500, 8000), y=st.floats(-2500, 2500))
+def test_compiled_edge_distance_matches_the_loop(
+    zone: Polygon | MultiPolygon, x: float, y: float
 ) -> None:
-    """The bulk form the core uses, over several (point, polygon) pairs at once."""
-    assume(all(zone.is_valid for zone, _, _ in pairs))
-    columns: list[list[float]] = [[], [], [], []]
-    firsts, xs, ys = [], [], []
-    for zone, x, y in pairs:
-        firsts.append(len(columns[0]))
-        for ring in itertools.chain.from_iterable(flat_parts(zone)):
-            points = list(zip(ring[0::2], ring[1::2], strict=True))
-            for (x1, y1), (x2, y2) in itertools.pairwise(points):
-                for column, value in zip(columns, (x1, y1, x2, y2), strict=True):
-                    column.append(value)
-                xs.append(x)
-                ys.append(y)
-    ax1, ay1, ax2, ay2 = (np.array(column, dtype=np.float64) for column in columns)
-    got = signed_distances_to_edges(
-        ax1, ay1, ax2, ay2, np.array(firsts, dtype=np.int64), np.array(xs), np.array(ys)
-    )
-    loop = [_signed_distance_to_rings(flat_parts(zone), x, y) for zone, x, y in pairs]
-    assert got.tolist() == pytest.approx(loop, abs=1e-9)
+    """The compiled form the core's bulk decision uses, over the polygon's rows of an edge
+    table (other polygons' edges around them), against the loop: the same arithmetic."""
+    assume(zone.is_valid)
+    own = [
+        (x1, y1, x2, y2)
+        for ring in itertools.chain.from_iterable(flat_parts(zone))
+        for (x1, y1), (x2, y2) in itertools.pairwise(zip(ring[0::2], ring[1::2], strict=True))
+    ]
+    decoy = [(x - 1.0, y - 1.0, x + 1.0, y + 1.0)] * 3  # an edge through the point: distance 0
+    edges = np.array(decoy + own + decoy, dtype=np.float64)
+    got = _distance_to_edges(edges, len(decoy), len(own), x, y)
+    assert got == pytest.approx(_signed_distance_to_rings(flat_parts(zone), x, y), abs=1e-9)
 
 
 def test_small_and_large_polygons_take_each_path() -> None:
