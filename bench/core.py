@@ -38,6 +38,7 @@ from geo.projection import LocalPlane
 from schemas import wire
 from services.core import Fix, compile_order, evaluate, new_state
 from services.core.batch import Partition
+from services.core.bulk import compile_now
 from services.core.model import CompiledOrder, OrderState
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC).timestamp()  # Monday noon: night schedules off
@@ -293,6 +294,7 @@ def main(
     batch_size: int = 8192,
     plot_to: Path | None = None,
 ) -> dict[str, Any]:
+    compile_now()  # the service compiles the bulk decision at start, not in a batch
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "batch_size": batch_size,

@@ -49,6 +49,7 @@ from services.breach_evaluator import store
 from services.core import CompiledOrder, Fix, HealthEvent, OrderState, RuleConfig, Signal
 from services.core import compile_order as compile_core_order
 from services.core.batch import Partition, TrackRows
+from services.core.bulk import compile_now
 
 log = logging.getLogger(__name__)
 SERVICE = "breach_evaluator"
@@ -254,6 +255,8 @@ class BreachEvaluator:
         self._publishing: list[tuple[int, asyncio.Future[Any]]] = []
 
     async def run(self, stop: asyncio.Event) -> None:
+        # Before the first batch, not in it: the first catch-up batch would wait for it.
+        await asyncio.to_thread(compile_now)
         vacuum = asyncio.create_task(self._vacuum_until(stop))
         try:
             await run_with_restarts(

@@ -666,13 +666,15 @@ class Partition:
         while len(positions):
             n_deferred, n_missing = decide(
                 positions, batch.order, batch.slot, batch.forced_slow, batch.subject,
-                batch.t, batch.lat, batch.lon, batch.accuracy_m, batch.battery_pct, now,
+                batch.t, batch.lat, batch.lon, batch.accuracy_m, batch.battery_pct, float(now),
                 orders.matrix(_FLOAT64), orders.matrix(_INT64), orders.matrix(_BOOL),
                 slots.matrix(_FLOAT64), slots.matrix(_BOOL),
                 zones.matrix(_FLOAT64), zones.matrix(_INT64), zones.matrix(_BOOL),
                 self._edges.matrix(_FLOAT64), self._masks, hour0, offsets,
-                rules.max_future_skew_s, float(rules.battery_low_pct), rules.max_speed_mps,
-                rules.contact_window_s, slow, marks, deferred, missing,
+                # as floats, whatever the settings gave: an int compiles the pass again
+                float(rules.max_future_skew_s), float(rules.battery_low_pct),
+                float(rules.max_speed_mps), float(rules.contact_window_s),
+                slow, marks, deferred, missing,
             )  # fmt: skip
             for row, i in sorted(set(map(tuple, missing[:n_missing].tolist()))):
                 self._add_edges(row, i)

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from schemas.wire import Alert
 from services.core import apply_order, evaluate, new_state, tick
 from services.core.batch import SCALAR_BELOW, Partition, TrackRows
+from services.core.bulk import compile_now, compiled_versions
+from services.core.config import RuleConfig
 from services.core.model import CompiledOrder, Fix, OrderState, Signal, SignalRejected
 from tests.support.orders import T0, circle, compiled, event, fix, square
 
@@ -424,3 +426,23 @@ def test_every_protected_device_is_watched_however_the_track_columns_grow() -> N
         outcome = partition.evaluate(partition.batch(signals), T0 + 10)
         assert outcome.alerts == expected
     assert len(expected) == 12  # every order's second victim is too close: one alert each
+
+
+def test_the_compiled_pass_is_compiled_once_for_what_a_partition_passes() -> None:
+    """`compile_now` (the evaluator's start, the bench's warm-up) compiles the very
+    specialisation batches use: a batch with rule settings given as ints, a dropped unknown
+    order and a small polygon's edges added mid-pass compiles nothing more."""
+    compile_now()
+    assert compiled_versions() == 1
+    rules = RuleConfig(max_future_skew_s=60, max_speed_mps=70, contact_window_s=60)  # ints
+    partition = Partition(rules, scalar_below=0)
+    for order in ORDERS:
+        partition.upsert(order, T0)
+    items: list[tuple[str, Signal]] = [
+        ("BB-B", fix(-800, 300, T0, 5.0)),  # in the donut's courtyard: its edges are fetched
+        ("BB-X", fix(0, 0, T0 + 1, 5.0)),
+        ("BB-C", fix(-5000, -5000, T0 + 2, 5.0, device="EB-2002")),
+    ]
+    outcome = partition.evaluate(partition.batch(items), T0 + 10)
+    assert outcome.quiet == 2 and [p for p, _ in outcome.rejected] == [1]
+    assert compiled_versions() == 1
