@@ -6,11 +6,11 @@ each quiet fix's track in the columns at once, so a later signal of the same dev
 its previous fix, exactly as `evaluate` one signal at a time would. Once a signal of an order is
 not quiet, nothing after it of that order is: the scalar path takes them all, in order.
 
-numba compiles it to machine code (on first use, cached on disk beside this file where it may
-write there). In numpy it took ~150 calls over the batch's arrays, six of them stable sorts to
-group signals by order and device, and gathered every field of every row whether a fix needed
-it or not: ~1 us a fix at 100k orders, a third of the batch path. A loop per signal needs no
-grouping and stops reading a signal's zones at the first one it is near.
+numba compiles it to machine code (`geo.edges.compiled`; `compile_now` does it before the first
+batch). In numpy it took ~150 calls over the batch's arrays, six of them stable sorts to group
+signals by order and device, and gathered every field of every row whether a fix needed it or
+not: ~1 us a fix at 100k orders, a third of the batch path. A loop per signal needs no grouping
+and stops reading a signal's zones at the first one it is near.
 
 Every threshold keeps `QUIET_MARGIN` away, as the numpy form did, so a rounding difference from
 the scalar path's arithmetic can only send a fix to the scalar path, never change a decision.
@@ -19,12 +19,12 @@ the scalar path's arithmetic can only send a fix to the scalar path, never chang
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
-import numba
 import numpy as np
 import numpy.typing as npt
+
+from geo.edges import compiled, signed_distance_to_edges
 
 QUIET_MARGIN = 1e-6
 
@@ -81,23 +81,16 @@ _CLEAR, _NEAR = -1, -2
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
-_Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
 
-def _compiled(fn: _Fn) -> _Fn:
-    # error_model="numpy": a float division by zero gives inf or NaN, as in numpy and in the
-    # guarded arithmetic of the scalar path, instead of raising.
-    return cast(_Fn, numba.njit(cache=True, nogil=True, error_model="numpy")(fn))
-
-
-@_compiled
+@compiled
 def _wrap_longitude_delta(delta: float) -> float:
     if delta > 180.0 or delta < -180.0:
         return (delta + 180.0) % 360.0 - 180.0
     return delta
 
 
-@_compiled
+@compiled
 def _fast_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """geo.projection.fast_distance_m, the same operations in the same order."""
     kx = math.cos((lat1 + lat2) * 0.5 * _DEG)
@@ -106,29 +99,7 @@ def _fast_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> floa
     return math.sqrt(dx * dx + dy * dy) * _EARTH_RADIUS_M * _DEG
 
 
-@_compiled
-def _distance_to_edges(edges: F64, first: int, count: int, x: float, y: float) -> float:
-    """geo.shapes._signed_distance_to_rings over a small polygon's rows of the edge table."""
-    nearest_sq = math.inf
-    inside = False
-    for e in range(first, first + count):
-        x1, y1, x2, y2 = edges[e, 0], edges[e, 1], edges[e, 2], edges[e, 3]
-        dx, dy = x2 - x1, y2 - y1
-        px, py = x - x1, y - y1
-        length_sq = dx * dx + dy * dy
-        t = (px * dx + py * dy) / length_sq if length_sq > 0.0 else 0.0
-        t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
-        ex, ey = px - t * dx, py - t * dy
-        distance_sq = ex * ex + ey * ey
-        if distance_sq < nearest_sq:
-            nearest_sq = distance_sq
-        if ((y1 > y) != (y2 > y)) and x < x1 + py * dx / dy:
-            inside = not inside
-    distance = math.sqrt(nearest_sq)
-    return -distance if inside and distance > 0.0 else distance
-
-
-@_compiled
+@compiled
 def _minute_of_week(t: float, hour0: int, offsets: F64) -> int:
     """services.core.schedule.local_minute_of_week, with the UTC offset of each hour from
     `hour0` on looked up in `offsets`; -1 for an hour outside the table."""
@@ -141,7 +112,7 @@ def _minute_of_week(t: float, hour0: int, offsets: F64) -> int:
     return minute
 
 
-@_compiled
+@compiled
 def _zones_reached(
     zone_f: F64, zone_i: I64, zone_b: Bool, edges: F64, masks: Bool,
     first: int, count: int, t: float, lat: float, lon: float, accuracy: float,
@@ -181,14 +152,16 @@ def _zones_reached(
                 edge_count = zone_i[z, _Z_EDGE_COUNT]
                 if edge_count == 0:
                     return z
-                distance = _distance_to_edges(edges, zone_i[z, _Z_EDGE_START], edge_count, dx, dy)
+                distance = signed_distance_to_edges(
+                    edges, zone_i[z, _Z_EDGE_START], edge_count, dx, dy
+                )
                 clear = distance <= -reach if presence else distance >= reach
         if not clear:
             return _NEAR
     return _CLEAR
 
 
-@_compiled
+@compiled
 def _pairs_in_time(
     order_i: I64, slot_f: F64, slot_b: Bool, i: int, s: int, is_subject: bool, t: float,
     contact_window_s: float,
@@ -209,7 +182,7 @@ def _pairs_in_time(
     return paired
 
 
-@_compiled
+@compiled
 def decide(
     positions: I64, order: I64, slot: I64, forced_slow: Bool, subject: Bool,
     t: F64, lat: F64, lon: F64, accuracy: F64, battery: F64, now: float,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from array import array
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Point, Polygon
 
+from geo.edges import signed_distance_to_edges
 from geo.index import ZoneIndex
 from geo.projection import LocalPlane, fast_distance_m, haversine_m
 from geo.shapes import (
@@ -20,10 +20,8 @@ from geo.shapes import (
     CircleShape,
     PolygonShape,
     ZoneGeometryError,
-    _signed_distance_to_rings,
     compile_polygon,
 )
-from services.core.bulk import _distance_to_edges
 from services.core.engine import CERTAIN, CLEAR, POSSIBLE, WARNING, disc_level
 
 latitudes = st.floats(-80, 80)
@@ -141,44 +139,32 @@ def test_circle_classification_matches_buffered_disc_oracle(
     )
 
 
-def flat_parts(zone: Polygon | MultiPolygon) -> tuple[tuple[array[float], ...], ...]:
+def edge_rows(zone: Polygon | MultiPolygon) -> list[tuple[float, float, float, float]]:
+    """(x1, y1, x2, y2) of every edge of every ring, holes and islands included."""
     polygons = [zone] if isinstance(zone, Polygon) else list(zone.geoms)
-    return tuple(
-        tuple(
-            array("d", [c for xy in ring.coords for c in xy]) for ring in (p.exterior, *p.interiors)
-        )
+    return [
+        (x1, y1, x2, y2)
         for p in polygons
-    )
+        for ring in (p.exterior, *p.interiors)
+        for (x1, y1), (x2, y2) in itertools.pairwise(ring.coords)
+    ]
 
 
 @settings(max_examples=300, deadline=None)
 @given(zone=metric_zones(), x=st.floats(-2500, 8000), y=st.floats(-2500, 2500))
-def test_edge_loop_distance_matches_geos(zone: Polygon | MultiPolygon, x: float, y: float) -> None:
-    """The Python loop that small polygons use, against GEOS on the same rings: holes and islands
-    included, whatever the vertex count (the loop is only used up to SMALL_POLYGON_VERTICES)."""
+def test_edge_distance_matches_geos(zone: Polygon | MultiPolygon, x: float, y: float) -> None:
+    """The compiled edge loop that small polygons and the core's bulk decision use, against
+    GEOS on the same rings: holes and islands included, whatever the vertex count (it is only
+    used up to SMALL_POLYGON_VERTICES). It reads only its own rows of the edge table: the rows
+    around them pass through the point and would give 0."""
     assume(zone.is_valid)
     edge = zone.boundary.distance(Point(x, y))
     truth = -edge if zone.contains(Point(x, y)) else edge
-    assert _signed_distance_to_rings(flat_parts(zone), x, y) == pytest.approx(truth, abs=1e-6)
-
-
-@settings(max_examples=300, deadline=None)
-@given(zone=metric_zones(), x=st.floats(-2500, 8000), y=st.floats(-2500, 2500))
-def test_compiled_edge_distance_matches_the_loop(
-    zone: Polygon | MultiPolygon, x: float, y: float
-) -> None:
-    """The compiled form the core's bulk decision uses, over the polygon's rows of an edge
-    table (other polygons' edges around them), against the loop: the same arithmetic."""
-    assume(zone.is_valid)
-    own = [
-        (x1, y1, x2, y2)
-        for ring in itertools.chain.from_iterable(flat_parts(zone))
-        for (x1, y1), (x2, y2) in itertools.pairwise(zip(ring[0::2], ring[1::2], strict=True))
-    ]
-    decoy = [(x - 1.0, y - 1.0, x + 1.0, y + 1.0)] * 3  # an edge through the point: distance 0
+    own = edge_rows(zone)
+    decoy = [(x - 1.0, y - 1.0, x + 1.0, y + 1.0)] * 3
     edges = np.array(decoy + own + decoy, dtype=np.float64)
-    got = _distance_to_edges(edges, len(decoy), len(own), x, y)
-    assert got == pytest.approx(_signed_distance_to_rings(flat_parts(zone), x, y), abs=1e-9)
+    got = signed_distance_to_edges(edges, len(decoy), len(own), x, y)
+    assert got == pytest.approx(truth, abs=1e-6)
 
 
 def test_small_and_large_polygons_take_each_path() -> None:
@@ -196,8 +182,10 @@ def test_small_and_large_polygons_take_each_path() -> None:
             edge = shape.metric.boundary.distance(Point(px, py))
             truth = -edge if shape.metric.contains(Point(px, py)) else edge
             assert shape.signed_distance(lat, lon) == pytest.approx(truth, abs=1e-6)
-    assert _signed_distance_to_rings(flat_parts(square), 50.0, 0.0) == 0.0
-    assert _signed_distance_to_rings(flat_parts(square), 50.0, 10.0) == pytest.approx(-10.0)
+    edges = np.array(edge_rows(square), dtype=np.float64)
+    on_edge = signed_distance_to_edges(edges, 0, len(edges), 50.0, 0.0)
+    assert (on_edge, math.copysign(1.0, on_edge)) == (0.0, 1.0)  # 0.0, not -0.0
+    assert signed_distance_to_edges(edges, 0, len(edges), 50.0, 10.0) == pytest.approx(-10.0)
 
 
 # How far from a zone's centre the local plane stays within 0.5 % of the great circle, by latitude.
