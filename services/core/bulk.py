@@ -273,8 +273,9 @@ def decide(
 
 
 def compile_now() -> None:
-    """Compile `decide` for the argument types a `Partition` passes (or load it from numba's
-    cache) before a batch needs it: ~2 s the first time, ~0.4 s from the cache."""
+    """Compile `decide` for the argument types a `Partition` passes, and the edge distance for
+    the scalar path's calls (or load them from numba's cache) before a batch needs them: ~2 s
+    the first time, ~0.4 s from the cache."""
     f64 = np.zeros((1, 1), dtype=np.float64)
     i64 = np.zeros((1, 1), dtype=np.int64)
     flag = np.zeros((1, 1), dtype=np.bool_)
@@ -284,6 +285,7 @@ def compile_now() -> None:
         f64, i64, flag, f64, flag, f64, i64, flag, f64, flag, 0, no_f64, 0.0, 0.0, 0.0, 0.0,
         no_flag, np.zeros(0, np.int8), no_i64, np.zeros((0, 2), np.int64),
     )  # fmt: skip
+    signed_distance_to_edges(f64, 0, 0, 0.0, 0.0)  # as small polygons call it from Python
 
 
 def compiled_versions() -> int:
