@@ -2,8 +2,10 @@
 `evaluate` over the same signals in the same order.
 
 Most fixes are quiet: in order, plausible, clear of every zone by more than their accuracy and
-warning buffer, no episode running for their order, no partner device near in time. Such a fix
-decides nothing; it only moves its device's track forward. A `Partition` keeps the device tracks
+warning buffer, no partner device near in time, and for an order with open zone episodes (hot),
+leaving each of them as it is but for its counters (a breach that goes on, not yet critical; a
+warning that stays one). Such a fix decides nothing; it only moves its device's track forward,
+and a hot order's episode counters. A `Partition` keeps the device tracks
 of all its orders column-wise in numpy arrays, decides which fixes of a batch are quiet and moves
 their tracks in one compiled pass (services/core/bulk.py), and hands every other signal — and
 everything after it of the same order in the batch — to `evaluate` itself, one at a time, in
@@ -32,6 +34,9 @@ from geo.shapes import CircleShape, PolygonShape
 from schemas.wire import Alert
 from services.core.bulk import (
     EDGE_FLOATS,
+    EPISODE_CODES,
+    EPISODE_NONE,
+    EPISODE_UNSTEADY,
     MANY_SLOTS,
     NO_SLOT,
     ORDER_BOOLS,
@@ -484,19 +489,43 @@ class Partition:
             hot[i] = True
 
     def _settle(self, i: int) -> None:
-        """After the scalar path. An order with a running episode keeps its tracks as objects
-        (all its signals take the scalar path until the episode ends, so moving them to the
-        columns and back every batch would be wasted); a quiet one goes back to the columns."""
+        """After the scalar path. An order with a running episode (hot) keeps its tracks as
+        objects, with a copy in the columns for the bulk decision, which moves both; a quiet
+        one's go back to the columns. The columns learn what the open episodes say."""
         state, cols = self.states[i], self._orders.col
         cols["ended"][i] = state.ended
-        cols["hot"][i] = bool(state.episodes)
-        if state.episodes:
-            return
+        cols["hot"][i] = hot = bool(state.episodes)
         for device_id, track in state.devices.items():
             slot = self._slot(i, device_id)  # first: a new slot may replace the matrices
             self._slots.matrix(_FLOAT64)[slot] = _track_floats(track)
             self._slots.col["outlier"][slot] = track.outlier
-        state.devices = {}
+        self._describe_episodes(i)
+        if not hot:
+            state.devices = {}
+
+    def _describe_episodes(self, i: int) -> None:
+        """Each zone's open episode as a code in its row (see services/core/bulk.py), and the
+        number of the order's other open episodes."""
+        cols, z = self._orders.col, self._zones.col
+        first, count = int(cols["zone_start"][i]), int(cols["zone_count"][i])
+        episodes = self.states[i].episodes
+        if not episodes:
+            z["episode"][first : first + count] = EPISODE_NONE
+            cols["other_episodes"][i] = 0
+            return
+        others = len(episodes)
+        for row, zone in enumerate(self.orders[i].zones, start=first):
+            episode = episodes.get(zone.episode_key)
+            code, since = EPISODE_NONE, math.nan
+            if episode is not None:
+                others -= 1
+                code = EPISODE_CODES.get((episode.severity, episode.certainty), EPISODE_UNSTEADY)
+                if episode.seq < 0:
+                    code = EPISODE_UNSTEADY  # in its dwell, nothing sent yet
+                elif episode.breach_since is not None:
+                    since = episode.breach_since
+            z["episode"][row], z["breach_since"][row] = code, since
+        cols["other_episodes"][i] = others
 
     # ------------------------------------------------------------ batches
 
@@ -579,7 +608,8 @@ class Partition:
         """Every signal of the batch, as `evaluate` one by one in batch order would."""
         if not batch.bulk:  # `batch` decided it, by `scalar_below`
             return self._scalar_path(batch, np.arange(len(batch)), 0, set(), now)
-        slow = self._decide_in_bulk(batch, now)
+        slow, steady = self._decide_in_bulk(batch, now)
+        self._carry_steady(batch, np.flatnonzero(steady >= 0), steady, now)
         quiet = ~slow
         return self._scalar_path(
             batch, np.flatnonzero(slow), int(quiet.sum()), set(batch.order[quiet].tolist()), now
@@ -652,12 +682,12 @@ class Partition:
 
     # ------------------------------------------------------------ the bulk decision
 
-    def _decide_in_bulk(self, batch: SignalBatch, now: float) -> Bool:
+    def _decide_in_bulk(self, batch: SignalBatch, now: float) -> tuple[Bool, I64]:
         """Which signals need the scalar path (services/core/bulk.py); the quiet ones' tracks
         are moved. A pass that comes near a small polygon without its edges sets that order
         aside; the edges are added and the orders set aside go again, from where they were."""
         n, rules = len(batch), self.rules
-        slow = np.zeros(n, dtype=np.bool_)
+        slow, steady = np.zeros(n, dtype=np.bool_), np.full(n, -1, dtype=np.int64)
         marks = np.zeros(self._orders.size, dtype=np.int8)
         deferred, missing = np.empty(n, dtype=np.int64), np.empty((n, 2), dtype=np.int64)
         hour0, offsets = self._utc_offsets(batch.t)
@@ -674,13 +704,51 @@ class Partition:
                 # as floats, whatever the settings gave: an int compiles the pass again
                 float(rules.max_future_skew_s), float(rules.battery_low_pct),
                 float(rules.max_speed_mps), float(rules.contact_window_s),
-                slow, marks, deferred, missing,
+                float(rules.critical_after_s), slow, steady, marks, deferred, missing,
             )  # fmt: skip
             for row, i in sorted(set(map(tuple, missing[:n_missing].tolist()))):
                 self._add_edges(row, i)
             positions = deferred[:n_deferred].copy()
             marks[batch.order[positions]] = UNDECIDED
-        return slow
+        return slow, steady
+
+    def _carry_steady(self, batch: SignalBatch, at: I64, masks: I64, now: float) -> None:
+        """What `evaluate` does to the state objects of a hot order for a fix the bulk decision
+        found steady (its columns are moved already): the track, and the counters of the open
+        zone episodes, `masks` naming the zones it is at least possibly inside. In batch order,
+        before the scalar path takes the order's later signals."""
+        for j, mask in zip(at.tolist(), masks[at].tolist(), strict=True):
+            i = int(batch.order[j])
+            fix = batch.signals[j]
+            assert isinstance(fix, Fix)  # a health event is never quiet
+            order, state = self.orders[i], self.states[i]
+            track = state.devices.get(fix.device_id)
+            if track is None:
+                track = state.devices[fix.device_id] = DeviceTrack()
+            t, subject_in_force = fix.t, fix.role == "subject" and order.in_force(fix.t)
+            track.last_rx = track.last_fix_rx = now
+            if subject_in_force and fix.battery_pct is not None:
+                track.battery_pct = fix.battery_pct
+            track.last_t = track.good_t = t
+            track.lat, track.lon, track.accuracy_m = fix.lat, fix.lon, fix.accuracy_m
+            track.good_lat, track.good_lon = fix.lat, fix.lon
+            track.good_accuracy_m, track.outlier = fix.accuracy_m, False
+            self._restated.add(i)
+            if not subject_in_force:
+                continue
+            for k, zone in enumerate(order.zones):
+                episode = state.episodes.get(zone.episode_key)
+                if episode is None:
+                    continue
+                episode.last_t = t
+                if mask >> k & 1:
+                    if episode.possible_since is None:
+                        episode.possible_since = t
+                    episode.possible_count += 1
+                else:
+                    episode.possible_since = None
+                    episode.possible_count = 0
+                episode.outside_since = None
 
     def _utc_offsets(self, t: F64) -> tuple[int, F64]:
         """(first hour, Amsterdam's UTC offset in seconds for each hour from it) over the times

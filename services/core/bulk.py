@@ -6,6 +6,14 @@ each quiet fix's track in the columns at once, so a later signal of the same dev
 its previous fix, exactly as `evaluate` one signal at a time would. Once a signal of an order is
 not quiet, nothing after it of that order is: the scalar path takes them all, in order.
 
+An order with open zone episodes (hot) is in `evaluate`'s hands only where a fix could change
+what an alert says. The pass classifies such a fix against each zone as
+services.core.engine.zone_level does, and finds it quiet (steady) when every zone without an
+episode stays clear and every episode stays as it is: a certain breach that stays certain and not
+yet critical, a warning that stays a warning of the same certainty, and so on
+(`_steady_in`). Such a fix only moves the episodes' counters, which the caller does on the
+state's objects. A breach that goes on for minutes then costs no `evaluate` per fix.
+
 numba compiles it to machine code (`geo.edges.compiled`; `compile_now` does it before the first
 batch). In numpy it took ~150 calls over the batch's arrays, six of them stable sorts to group
 signals by order and device, and gathered every field of every row whether a fix needed it or
@@ -35,12 +43,20 @@ TRACK_PLAIN = ("lat", "lon", "accuracy_m", "good_lat", "good_lon", "good_accurac
 TRACK_FLOATS = TRACK_OPTIONAL + TRACK_PLAIN
 SLOT_BOOLS = ("outlier", "watched")
 ORDER_FLOATS = ("valid_from", "valid_until", "watch_since")
-ORDER_INTS = ("subject_slot", "subject_hash", "partner_slot", "zone_start", "zone_count")
+ORDER_INTS = (
+    "subject_slot", "subject_hash", "partner_slot", "zone_start", "zone_count",
+    "other_episodes",  # open episodes that are not of a zone (contact, signal, battery, tamper)
+)  # fmt: skip
 ORDER_BOOLS = ("revoked", "ended", "hot")
-ZONE_FLOATS = ("lat0", "lon0", "kx", "ky", "radius_m", "minx", "miny", "maxx", "maxy", "buffer")
+ZONE_FLOATS = (
+    "lat0", "lon0", "kx", "ky", "radius_m", "minx", "miny", "maxx", "maxy", "buffer",
+    "breach_since",  # of the zone's open episode (NaN: none, or not a breach)
+)  # fmt: skip
 # Each with the fill of new rows. A small polygon's edges go into the edge table when a fix
 # first comes near its box: until then `edge_count` is 0 and the pass asks for them.
-ZONE_INTS = {"schedule_row": -1, "edge_start": 0, "edge_count": 0}
+# `episode`: what the zone's open episode says, as an EPISODE_* code (services/core/batch.py
+# writes it after the scalar path).
+ZONE_INTS = {"schedule_row": -1, "edge_start": 0, "edge_count": 0, "episode": 0}
 ZONE_BOOLS = ("presence", "small_polygon")
 EDGE_FLOATS = ("x1", "y1", "x2", "y2")
 
@@ -49,6 +65,20 @@ MANY_SLOTS = -2  # more than one protected device watched: always the scalar pat
 
 # Per order, while a batch is decided (`order_marks`).
 UNDECIDED, SLOW, DEFERRED = 0, 1, 2
+
+# A zone's open episode, as far as a steady fix can leave it alone: none, one this pass cannot
+# carry (in its dwell with nothing sent yet, or any other doubt), or its severity and certainty.
+EPISODE_NONE, EPISODE_UNSTEADY = 0, -1
+EPISODE_CODES: dict[tuple[str | None, str | None], int] = {
+    ("warning", "possible"): 1, ("warning", "certain"): 2,
+    ("breach", "possible"): 3, ("breach", "certain"): 4,
+    ("critical", "possible"): 5, ("critical", "certain"): 6,
+}  # fmt: skip
+_WARNING_POSSIBLE, _WARNING_CERTAIN = 1, 2
+_BREACH_POSSIBLE, _CRITICAL_POSSIBLE = 3, 5
+_CERTAIN_CODES = (4, 6)  # a certain breach, or a critical one
+# Zones a steady fix's mask can name; an order with more takes the scalar path near them.
+MASK_ZONES = 62
 
 _DEG = math.pi / 180.0
 _EARTH_RADIUS_M = 6_371_008.8  # geo.projection.EARTH_RADIUS_M: the same formula, inlined
@@ -68,15 +98,19 @@ _SUBJECT_SLOT, _PARTNER_SLOT = ORDER_INTS.index("subject_slot"), ORDER_INTS.inde
 _ZONE_START, _ZONE_COUNT = ORDER_INTS.index("zone_start"), ORDER_INTS.index("zone_count")
 _REVOKED, _HOT = ORDER_BOOLS.index("revoked"), ORDER_BOOLS.index("hot")
 _Z_LAT0, _Z_LON0, _Z_KX, _Z_KY, _Z_RADIUS = range(5)
-_Z_MINX, _Z_MINY, _Z_MAXX, _Z_MAXY, _Z_BUFFER = range(5, 10)
-assert ZONE_FLOATS.index("radius_m") == _Z_RADIUS and ZONE_FLOATS.index("buffer") == _Z_BUFFER
-_Z_SCHEDULE, _Z_EDGE_START, _Z_EDGE_COUNT = range(3)
-assert tuple(ZONE_INTS) == ("schedule_row", "edge_start", "edge_count")
+_Z_MINX, _Z_MINY, _Z_MAXX, _Z_MAXY, _Z_BUFFER, _Z_BREACH_SINCE = range(5, 11)
+assert ZONE_FLOATS.index("radius_m") == _Z_RADIUS
+assert ZONE_FLOATS.index("breach_since") == _Z_BREACH_SINCE
+_Z_SCHEDULE, _Z_EDGE_START, _Z_EDGE_COUNT, _Z_EPISODE = range(4)
+assert tuple(ZONE_INTS) == ("schedule_row", "edge_start", "edge_count", "episode")
+_OTHER_EPISODES = ORDER_INTS.index("other_episodes")
 _Z_PRESENCE, _Z_SMALL = ZONE_BOOLS.index("presence"), ZONE_BOOLS.index("small_polygon")
 
-# What a zone check found: clear of every zone, near one, or a small polygon without its edges
-# yet (any value >= 0: that zone's row).
-_CLEAR, _NEAR = -1, -2
+# What a zone check found: nothing for the scalar path (clear of every zone, or steady in the
+# zones with an episode), something for it, or a small polygon without its edges yet.
+_STEADY, _NEAR, _MISSING = 0, 1, 2
+# A fix's level against a zone (services.core.engine), or _DOUBT within QUIET_MARGIN of a limit
+_DOUBT, _L_CLEAR, _L_WARNING, _L_POSSIBLE, _L_CERTAIN = -1, 0, 1, 2, 3
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -113,52 +147,113 @@ def _minute_of_week(t: float, hour0: int, offsets: F64) -> int:
 
 
 @compiled
+def _level(distance: float, accuracy: float, buffer: float) -> tuple[int, bool]:
+    """(level, warning certain) of a disc by the signed distance of its centre to the forbidden
+    region's edge, as services.core.engine.zone_level classifies it; _DOUBT when within
+    QUIET_MARGIN of a limit, where rounding could tip it."""
+    m = QUIET_MARGIN
+    if distance >= accuracy + buffer + m:
+        return _L_CLEAR, False
+    if distance <= -accuracy - m:
+        return _L_CERTAIN, False
+    if -accuracy + m < distance < accuracy - m:
+        return _L_POSSIBLE, False
+    if accuracy + m <= distance < accuracy + buffer - m:
+        if distance + accuracy <= buffer - m:
+            return _L_WARNING, True
+        if distance + accuracy > buffer + m:
+            return _L_WARNING, False
+    return _DOUBT, False
+
+
+@compiled
+def _steady_in(
+    episode: int, level: int, warning_certain: bool, t: float, breach_since: float,
+    critical_after_s: float,
+) -> bool:  # fmt: skip
+    """A fix at `level` leaves the zone's open episode as it is but for its counters: no
+    alert, no opening, closing or escalation (services.core.engine.step_episode)."""
+    if episode == EPISODE_NONE:
+        return level == _L_CLEAR
+    if episode == EPISODE_UNSTEADY or level in (_DOUBT, _L_CLEAR):
+        return False  # clear of an open episode: its hysteresis runs, the scalar path counts
+    if level == _L_WARNING:  # a warning never lowers what was sent, but may raise its certainty
+        return episode != _WARNING_POSSIBLE or not warning_certain
+    if episode < _BREACH_POSSIBLE:
+        return False  # a warning rising to a breach
+    if level == _L_CERTAIN and episode not in _CERTAIN_CODES:
+        return False  # a possible breach becoming certain
+    # A breach at this fix stays a breach, or stays critical, by its age.
+    age = t - breach_since  # NaN without a start: never steady
+    if episode >= _CRITICAL_POSSIBLE:
+        return age >= critical_after_s + QUIET_MARGIN
+    return age < critical_after_s - QUIET_MARGIN
+
+
+@compiled
 def _zones_reached(
     zone_f: F64, zone_i: I64, zone_b: Bool, edges: F64, masks: Bool,
     first: int, count: int, t: float, lat: float, lon: float, accuracy: float,
-    hour0: int, offsets: F64,
-) -> int:  # fmt: skip
-    """_CLEAR when the fix's disc and warning buffer keep clear of every zone in the rows from
-    `first` (the disc deep inside, for a presence zone), _NEAR otherwise, or the row of a small
-    polygon whose edges are not in the table yet."""
+    hour0: int, offsets: F64, critical_after_s: float,
+) -> tuple[int, int]:  # fmt: skip
+    """What a subject fix in force does to the zones in the rows from `first`: (_STEADY, the
+    mask of zones it is at least possibly inside) when it leaves every zone without an episode
+    clear and every open episode as it is but for its counters; (_NEAR, 0) when the scalar
+    path must decide; (_MISSING, its row) for a small polygon whose edges are not in the table
+    yet."""
     minute = -2  # not looked up yet
+    mask = 0
     for z in range(first, first + count):
+        episode = zone_i[z, _Z_EPISODE]
         schedule = zone_i[z, _Z_SCHEDULE]
+        level, warning_certain = _L_CLEAR, False
         if schedule >= 0:
             if minute == -2:
                 minute = _minute_of_week(t, hour0, offsets)
             if minute < 0:
-                return _NEAR  # an hour the table does not cover: let the scalar path look
+                return _NEAR, 0  # an hour the table does not cover: let the scalar path look
             if not masks[schedule, minute]:
-                continue  # not in force now: clear, wherever the fix is
+                # not in force now: clear, wherever the fix is
+                if not _steady_in(episode, level, False, t, math.nan, critical_after_s):
+                    return _NEAR, 0
+                continue
         dx = _wrap_longitude_delta(lon - zone_f[z, _Z_LON0]) * zone_f[z, _Z_KX]
         dy = (lat - zone_f[z, _Z_LAT0]) * zone_f[z, _Z_KY]
-        reach = accuracy + zone_f[z, _Z_BUFFER] + QUIET_MARGIN
+        buffer = zone_f[z, _Z_BUFFER]
+        reach = accuracy + buffer + QUIET_MARGIN
         presence = zone_b[z, _Z_PRESENCE]
         radius = zone_f[z, _Z_RADIUS]
+        distance = math.nan  # to the edge, negative inside; NaN: not known
         if radius == radius:  # a circle
             distance = math.sqrt(dx * dx + dy * dy) - radius
-            clear = distance <= -reach if presence else distance >= reach
-        else:
+        elif not presence and (
             # Outside the box by `reach` bounds the distance to the polygon from below; NaN
-            # (an unknown shape) is never clear.
-            clear = not presence and (
-                zone_f[z, _Z_MINX] - dx >= reach
-                or dx - zone_f[z, _Z_MAXX] >= reach
-                or zone_f[z, _Z_MINY] - dy >= reach
-                or dy - zone_f[z, _Z_MAXY] >= reach
-            )
-            if not clear and zone_b[z, _Z_SMALL]:
-                edge_count = zone_i[z, _Z_EDGE_COUNT]
-                if edge_count == 0:
-                    return z
-                distance = signed_distance_to_edges(
-                    edges, zone_i[z, _Z_EDGE_START], edge_count, dx, dy
-                )
-                clear = distance <= -reach if presence else distance >= reach
-        if not clear:
-            return _NEAR
-    return _CLEAR
+            # (an unknown shape) never is.
+            zone_f[z, _Z_MINX] - dx >= reach
+            or dx - zone_f[z, _Z_MAXX] >= reach
+            or zone_f[z, _Z_MINY] - dy >= reach
+            or dy - zone_f[z, _Z_MAXY] >= reach
+        ):
+            distance = math.inf
+        elif zone_b[z, _Z_SMALL]:
+            edge_count = zone_i[z, _Z_EDGE_COUNT]
+            if edge_count == 0:
+                return _MISSING, z
+            start = zone_i[z, _Z_EDGE_START]
+            distance = signed_distance_to_edges(edges, start, edge_count, dx, dy)
+        if distance != distance:
+            return _NEAR, 0  # a large polygon within reach of its box: GEOS, in the scalar path
+        # Being outside is the breach of a presence zone: the disc against its complement.
+        level, warning_certain = _level(-distance if presence else distance, accuracy, buffer)
+        if not _steady_in(
+            episode, level, warning_certain, t, zone_f[z, _Z_BREACH_SINCE], critical_after_s
+        ):
+            return _NEAR, 0
+        if level >= _L_POSSIBLE:
+            if z - first >= MASK_ZONES:
+                return _NEAR, 0
+            mask |= 1 << (z - first)
+    return _STEADY, mask
 
 
 @compiled
@@ -189,11 +284,14 @@ def decide(
     order_f: F64, order_i: I64, order_b: Bool, slot_f: F64, slot_b: Bool,
     zone_f: F64, zone_i: I64, zone_b: Bool, edges: F64, masks: Bool, hour0: int, offsets: F64,
     max_future_skew_s: float, battery_low_pct: float, max_speed_mps: float,
-    contact_window_s: float,
-    slow: Bool, order_marks: npt.NDArray[np.int8], deferred: I64, missing: I64,
+    contact_window_s: float, critical_after_s: float,
+    slow: Bool, steady: I64, order_marks: npt.NDArray[np.int8], deferred: I64, missing: I64,
 ) -> tuple[int, int]:  # fmt: skip
     """Decide the signals at `positions` (ascending) of a batch, and move the tracks of the
-    quiet ones. Sets `slow` for every signal the scalar path must take.
+    quiet ones. Sets `slow` for every signal the scalar path must take. A quiet signal of an
+    order with open zone episodes (hot) leaves them as they are but for their counters: its
+    `steady` entry is the mask of zones it is at least possibly inside (the caller moves the
+    order's state objects), -1 stays for every other signal.
 
     A signal of an order that reaches a small polygon without its edges is set aside, with
     everything after it of that order, in `deferred`, and (zone row, order row) in `missing`:
@@ -218,9 +316,10 @@ def decide(
             and tj < order_f[i, _VALID_UNTIL]
         )
         # The contract checks of `check_signal`: a signal that breaks one is rejected there.
+        hot = order_b[i, _HOT]
         quiet = not (
             forced_slow[j]
-            or order_b[i, _HOT]
+            or (hot and order_i[i, _OTHER_EPISODES] > 5)
             or not (math.isfinite(tj) and tj - now <= max_future_skew_s)
             or not (math.isfinite(lat_j) and -90.0 <= lat_j <= 90.0)
             or not (math.isfinite(lon_j) and -180.0 <= lon_j <= 180.0)
@@ -238,20 +337,21 @@ def decide(
                 - slot_f[s, _GOOD_ACCURACY] - accuracy_j
             )  # fmt: skip
             quiet = not jump > max_speed_mps * dt - m
+        zones_at = 0  # the steady fix's mask of zones it is at least possibly inside
         if quiet and subject[j] and in_force:
-            reached = _zones_reached(
+            status, zones_at = _zones_reached(
                 zone_f, zone_i, zone_b, edges, masks,
                 order_i[i, _ZONE_START], order_i[i, _ZONE_COUNT],
-                tj, lat_j, lon_j, accuracy_j, hour0, offsets,
+                tj, lat_j, lon_j, accuracy_j, hour0, offsets, critical_after_s,
             )  # fmt: skip
-            if reached >= 0:
+            if status == _MISSING:
                 order_marks[i] = DEFERRED
                 deferred[n_deferred] = j
                 n_deferred += 1
-                missing[n_missing, 0], missing[n_missing, 1] = reached, i
+                missing[n_missing, 0], missing[n_missing, 1] = zones_at, i
                 n_missing += 1
                 continue
-            quiet = reached == _CLEAR
+            quiet = status == _STEADY
         if quiet and in_force:
             quiet = not _pairs_in_time(
                 order_i, slot_f, slot_b, i, s, subject[j], tj, contact_window_s
@@ -269,6 +369,8 @@ def decide(
         slot_f[s, _LAST_RX] = slot_f[s, _LAST_FIX_RX] = now
         if subject[j] and in_force and battery[j] == battery[j]:
             slot_f[s, _BATTERY] = battery[j]
+        if hot:
+            steady[j] = zones_at  # the caller moves the state's objects the same way
     return n_deferred, n_missing
 
 
@@ -283,7 +385,7 @@ def compile_now() -> None:
     decide(
         no_i64, no_i64, no_i64, no_flag, no_flag, no_f64, no_f64, no_f64, no_f64, no_f64, 0.0,
         f64, i64, flag, f64, flag, f64, i64, flag, f64, flag, 0, no_f64, 0.0, 0.0, 0.0, 0.0,
-        no_flag, np.zeros(0, np.int8), no_i64, np.zeros((0, 2), np.int64),
+        0.0, no_flag, no_i64, np.zeros(0, np.int8), no_i64, np.zeros((0, 2), np.int64),
     )  # fmt: skip
     signed_distance_to_edges(f64, 0, 0, 0.0, 0.0)  # as small polygons call it from Python
 

@@ -285,6 +285,92 @@ def test_checkpoints_of_touched_orders_restore_to_the_same_decisions(
     assert states == expected_states
 
 
+# One subject lingering at the edges of a location ban and an area ban, both with warning
+# buffers, with accuracies that straddle them: warnings, possible and certain breaches, dwell,
+# re-entry within the hysteresis, breaches long enough to turn critical, the device's own
+# episodes (battery, power off) beside them, and the order running out mid-walk.
+LINGERING = compiled(
+    order_id="BB-L", subject_device="EB-5005", victim_device=None, valid_until=T0 + 2400,
+    zones=[
+        circle("ring", 0, 0, 200, warning_buffer_m=150),
+        square("block", 900, 0, 200, warning_buffer_m=100),
+    ],
+)  # fmt: skip
+
+
+@st.composite
+def lingering_walks(draw: st.DrawFn) -> list[list[Signal]]:
+    t, x, y = T0, draw(st.floats(-500, 1300)), draw(st.floats(-350, 350))
+    batches: list[list[Signal]] = [[]]
+    for _ in range(draw(st.integers(1, 120))):
+        t += draw(st.floats(1, 40))
+        x += draw(st.floats(-30, 30))
+        y += draw(st.floats(-30, 30))
+        accuracy = draw(st.sampled_from([3.0, 8.0, 25.0, 60.0, 120.0]))
+        battery = draw(st.none() | st.integers(5, 100))
+        # Rare: the device's own episodes send every later fix of the order to `evaluate`.
+        happening = draw(st.sampled_from(["fix"] * 40 + ["power_off", "battery"]))
+        batches[-1].append(
+            fix(x, y, t, accuracy, device="EB-5005", battery_pct=battery)
+            if happening == "fix"
+            else event(happening, t, device="EB-5005", battery=battery)
+        )
+        if draw(st.integers(0, 4)) == 0:
+            batches.append([])
+    return batches
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=lingering_walks())
+def test_open_episodes_are_carried_in_bulk_exactly_as_evaluate_steps_them(
+    batches: list[list[Signal]],
+) -> None:
+    """A fix that leaves an order's open episodes as they are but for their counters is decided
+    in bulk; every other goes to `evaluate`. Either way: the same alerts, the same state."""
+    partition = Partition(scalar_below=0)
+    partition.upsert(LINGERING, T0)
+    state = new_state(LINGERING, T0)
+    for n, signals in enumerate(batches):
+        now = T0 + 10_000 + n
+        expected: list[Alert] = []
+        for signal in signals:
+            state, out = evaluate(state, signal, LINGERING, now)
+            expected += out
+        items: list[tuple[str, Signal]] = [("BB-L", signal) for signal in signals]
+        assert partition.evaluate(partition.batch(items), now).alerts == expected
+        assert partition.export_state(0) == state
+
+
+def test_a_breach_that_goes_on_is_decided_in_bulk_until_it_turns_critical() -> None:
+    """Parked inside an area ban: the first fix opens the breach through `evaluate`, the next
+    ones change nothing an alert says and stay in bulk, the fix that makes the breach critical
+    (five minutes on) goes to `evaluate` again, and after the order's end a fix only moves the
+    track (its battery level is not taken: the order no longer watches it)."""
+    order = compiled(
+        order_id="BB-L", subject_device="EB-5005", victim_device=None, valid_until=T0 + 340,
+        zones=[square("block", 900, 0, 200, warning_buffer_m=100)],
+    )  # fmt: skip
+    partition = Partition(scalar_below=0)
+    partition.upsert(order, T0)
+    state = new_state(order, T0)
+    parked = [
+        fix(900, 0, T0 + 30 * k, 8.0, device="EB-5005", battery_pct=50 + k) for k in range(13)
+    ]
+    outcomes = []
+    for signal in parked:
+        outcomes.append(partition.evaluate(partition.batch([("BB-L", signal)]), signal.t + 1))
+        state, _ = evaluate(state, signal, order, signal.t + 1)
+        assert partition.export_state(0) == state
+    assert [o.quiet for o in outcomes] == [0] + [1] * 9 + [0, 1, 1]
+    assert [(a.severity, a.status) for o in outcomes for a in o.alerts] == [
+        ("breach", "open"), ("critical", "updated"),
+    ]  # fmt: skip
+    episode = state.episodes["zone:block"]
+    assert (episode.possible_count, episode.last_t) == (12, parked[-2].t)
+    track = state.devices["EB-5005"]
+    assert (track.last_t, track.battery_pct) == (parked[-1].t, 61)
+
+
 def test_quiet_fixes_are_decided_in_bulk_and_loud_ones_by_the_engine() -> None:
     """Not only equal but actually batched: far-away fixes never reach the scalar path, and a
     fix inside a zone does, with everything after it of the same order."""
