@@ -319,7 +319,7 @@ def decide(
         hot = order_b[i, _HOT]
         quiet = not (
             forced_slow[j]
-            or (hot and order_i[i, _OTHER_EPISODES] > 5)
+            or (hot and order_i[i, _OTHER_EPISODES] != 0)
             or not (math.isfinite(tj) and tj - now <= max_future_skew_s)
             or not (math.isfinite(lat_j) and -90.0 <= lat_j <= 90.0)
             or not (math.isfinite(lon_j) and -180.0 <= lon_j <= 180.0)

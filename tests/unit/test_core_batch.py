@@ -412,6 +412,19 @@ def test_a_fix_waiting_for_a_polygons_edges_keeps_its_place_before_later_fixes()
     assert outcome.quiet == 1  # the fix in the courtyard, once the edges were there
 
 
+def test_an_order_with_an_episode_that_is_not_a_zones_is_never_carried_in_bulk() -> None:
+    """Signal lost is open and the zones are far: the fix that ends the silence must still go
+    to `evaluate`, which closes the episode."""
+    partition = Partition(scalar_below=0)
+    partition.upsert(ORDERS[2], T0)
+    alerts, _ = partition.tick(T0 + 300)
+    assert [(a.rule, a.status) for a in alerts] == [("signal_lost", "open")]
+    back = fix(-5000, -5000, T0 + 301, 5.0, device="EB-2002")
+    outcome = partition.evaluate(partition.batch([("BB-C", back)]), T0 + 302)
+    assert [(a.rule, a.status) for a in outcome.alerts] == [("signal_lost", "closed")]
+    assert outcome.quiet == 0
+
+
 def test_a_batch_too_small_to_pay_for_the_bulk_decision_takes_the_scalar_path() -> None:
     partition = Partition()
     for order in ORDERS:
