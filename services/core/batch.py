@@ -54,7 +54,7 @@ from services.core.bulk import (
     decide,
 )
 from services.core.config import DEFAULT_RULES, RuleConfig
-from services.core.engine import apply_order, evaluate, new_state, tick
+from services.core.engine import apply_order, count_observation, evaluate, new_state, tick
 from services.core.hashrows import HashRows
 from services.core.model import (
     CompiledOrder,
@@ -740,15 +740,8 @@ class Partition:
                 episode = state.episodes.get(zone.episode_key)
                 if episode is None:
                     continue
-                episode.last_t = t
-                if mask >> k & 1:
-                    if episode.possible_since is None:
-                        episode.possible_since = t
-                    episode.possible_count += 1
-                else:
-                    episode.possible_since = None
-                    episode.possible_count = 0
-                episode.outside_since = None
+                count_observation(episode, t, bool(mask >> k & 1))
+                episode.outside_since = None  # as step_episode does for a fix not clear of it
 
     def _utc_offsets(self, t: F64) -> tuple[int, F64]:
         """(first hour, Amsterdam's UTC offset in seconds for each hour from it) over the times

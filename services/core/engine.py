@@ -233,6 +233,20 @@ def _close(
 # ---------------------------------------------------------------- the episode state machine
 
 
+def count_observation(episode: Episode, t: float, possibly_inside: bool) -> None:
+    """What every in-order observation does to an open episode, whatever it decides: its time,
+    and since when and how often it has been at least possibly inside (the dwell). The batch
+    path does this alone for a fix that changes nothing else (services/core/batch.py)."""
+    episode.last_t = t
+    if possibly_inside:
+        if episode.possible_since is None:
+            episode.possible_since = t
+        episode.possible_count += 1
+    else:
+        episode.possible_since = None
+        episode.possible_count = 0
+
+
 def step_episode(
     state: OrderState,
     order: CompiledOrder,
@@ -255,15 +269,7 @@ def step_episode(
         if level == CLEAR:
             return []
         episode = open_episode(state, order, key, rule, subject_key, t)
-    episode.last_t = t
-
-    if level >= POSSIBLE:
-        if episode.possible_since is None:
-            episode.possible_since = t
-        episode.possible_count += 1
-    else:
-        episode.possible_since = None
-        episode.possible_count = 0
+    count_observation(episode, t, level >= POSSIBLE)
 
     if level == CLEAR:
         if episode.outside_since is None:
