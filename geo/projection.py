@@ -14,11 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
-FloatArray = npt.NDArray[np.float64]
-
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 _DEG = math.pi / 180.0
 MAX_ABS_LATITUDE = 85.0
@@ -78,18 +73,3 @@ def fast_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float
     dx = dlon * kx
     dy = lat2 - lat1
     return math.sqrt(dx * dx + dy * dy) * EARTH_RADIUS_M * _DEG
-
-
-def wrap_longitude_delta_array(delta: FloatArray) -> FloatArray:
-    """`wrap_longitude_delta` over an array, touching only the deltas that need it."""
-    return np.where((delta > 180.0) | (delta < -180.0), (delta + 180.0) % 360.0 - 180.0, delta)
-
-
-def fast_distance_m_array(
-    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
-) -> FloatArray:
-    """`fast_distance_m` elementwise, the same formula in the same order of operations."""
-    kx = np.cos((lat1 + lat2) * 0.5 * _DEG)
-    dx = wrap_longitude_delta_array(lon2 - lon1) * kx
-    dy = lat2 - lat1
-    return np.sqrt(dx * dx + dy * dy) * EARTH_RADIUS_M * _DEG

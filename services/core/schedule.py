@@ -13,9 +13,6 @@ from datetime import UTC, datetime
 from functools import cache
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import numpy.typing as npt
-
 from schemas.wire import ScheduleWindow
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
@@ -44,16 +41,6 @@ def amsterdam_offset_s(t: float) -> int:
 def local_minute_of_week(t: float) -> int:
     """Minutes since Monday 00:00 local time, for the epoch second `t`."""
     local_minutes = int((t + amsterdam_offset_s(t)) // 60)
-    day = local_minutes // 1440
-    return ((day + _EPOCH_WEEKDAY) % 7) * 1440 + local_minutes % 1440
-
-
-def local_minute_of_week_array(t: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-    """`local_minute_of_week` over an array: one zone lookup per distinct UTC hour."""
-    hours = np.floor_divide(t, 3600.0)
-    distinct, inverse = np.unique(hours, return_inverse=True)
-    offsets = np.array([amsterdam_offset_s(h * 3600.0) for h in distinct], dtype=np.float64)
-    local_minutes = np.floor_divide(t + offsets[inverse], 60.0).astype(np.int64)
     day = local_minutes // 1440
     return ((day + _EPOCH_WEEKDAY) % 7) * 1440 + local_minutes % 1440
 
