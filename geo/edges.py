@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import numba
+import numba.extending
 import numpy as np
 import numpy.typing as npt
 
@@ -28,6 +29,12 @@ def compiled(fn: _Fn) -> _Fn:
     error_model="numpy": a float division by zero gives inf or NaN, as numpy and the guarded
     arithmetic elsewhere do, instead of raising."""
     return cast(_Fn, numba.njit(cache=True, nogil=True, error_model="numpy")(fn))
+
+
+def also_compiled(fn: _Fn) -> _Fn:
+    """`fn` stays a plain Python function for Python callers (no dispatch cost), and compiled
+    code that calls it compiles it in: one definition for both."""
+    return numba.extending.register_jitable(fn)
 
 
 @compiled

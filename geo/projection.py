@@ -14,11 +14,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from geo.edges import also_compiled
+
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 _DEG = math.pi / 180.0
 MAX_ABS_LATITUDE = 85.0
 
 
+@also_compiled  # and in services/core/bulk.py
 def wrap_longitude_delta(delta: float) -> float:
     """A longitude difference folded into [-180, 180)."""
     return (delta + 180.0) % 360.0 - 180.0
@@ -62,6 +65,7 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
+@also_compiled  # and in services/core/bulk.py
 def fast_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Equirectangular distance at the mean latitude: within 0.5 % of haversine in the ranges
     of the module docstring, and a few times cheaper. Used on the hot path (speed checks,

@@ -33,6 +33,8 @@ import numpy as np
 import numpy.typing as npt
 
 from geo.edges import compiled, signed_distance_to_edges
+from geo.projection import fast_distance_m, wrap_longitude_delta
+from services.core.schedule import minute_of_week
 
 QUIET_MARGIN = 1e-6
 
@@ -74,15 +76,11 @@ EPISODE_CODES: dict[tuple[str | None, str | None], int] = {
     ("breach", "possible"): 3, ("breach", "certain"): 4,
     ("critical", "possible"): 5, ("critical", "certain"): 6,
 }  # fmt: skip
-_WARNING_POSSIBLE, _WARNING_CERTAIN = 1, 2
+_WARNING_POSSIBLE = 1
 _BREACH_POSSIBLE, _CRITICAL_POSSIBLE = 3, 5
 _CERTAIN_CODES = (4, 6)  # a certain breach, or a critical one
 # Zones a steady fix's mask can name; an order with more takes the scalar path near them.
 MASK_ZONES = 62
-
-_DEG = math.pi / 180.0
-_EARTH_RADIUS_M = 6_371_008.8  # geo.projection.EARTH_RADIUS_M: the same formula, inlined
-_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (services.core.schedule)
 
 # numba reads module globals as constants at compile time.
 _LAST_T, _GOOD_T = TRACK_FLOATS.index("last_t"), TRACK_FLOATS.index("good_t")
@@ -118,31 +116,12 @@ Bool = npt.NDArray[np.bool_]
 
 
 @compiled
-def _wrap_longitude_delta(delta: float) -> float:
-    if delta > 180.0 or delta < -180.0:
-        return (delta + 180.0) % 360.0 - 180.0
-    return delta
-
-
-@compiled
-def _fast_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """geo.projection.fast_distance_m, the same operations in the same order."""
-    kx = math.cos((lat1 + lat2) * 0.5 * _DEG)
-    dx = _wrap_longitude_delta(lon2 - lon1) * kx
-    dy = lat2 - lat1
-    return math.sqrt(dx * dx + dy * dy) * _EARTH_RADIUS_M * _DEG
-
-
-@compiled
 def _minute_of_week(t: float, hour0: int, offsets: F64) -> int:
     """services.core.schedule.local_minute_of_week, with the UTC offset of each hour from
     `hour0` on looked up in `offsets`; -1 for an hour outside the table."""
     if not hour0 * 3600.0 <= t < (hour0 + len(offsets)) * 3600.0:
         return -1  # compared as floats first: a time far out would overflow an int
-    k = math.floor(t / 3600.0) - hour0
-    local_minutes = math.floor((t + offsets[k]) / 60.0)
-    day = local_minutes // 1440
-    minute: int = ((day + _EPOCH_WEEKDAY) % 7) * 1440 + local_minutes % 1440
+    minute: int = minute_of_week(t + offsets[math.floor(t / 3600.0) - hour0])
     return minute
 
 
@@ -217,7 +196,7 @@ def _zones_reached(
                 if not _steady_in(episode, level, False, t, math.nan, critical_after_s):
                     return _NEAR, 0
                 continue
-        dx = _wrap_longitude_delta(lon - zone_f[z, _Z_LON0]) * zone_f[z, _Z_KX]
+        dx = wrap_longitude_delta(lon - zone_f[z, _Z_LON0]) * zone_f[z, _Z_KX]
         dy = (lat - zone_f[z, _Z_LAT0]) * zone_f[z, _Z_KY]
         buffer = zone_f[z, _Z_BUFFER]
         reach = accuracy + buffer + QUIET_MARGIN
@@ -333,7 +312,7 @@ def decide(
             if dt < 1.0:
                 dt = 1.0
             jump = (
-                _fast_distance_m(lat_j, lon_j, slot_f[s, _GOOD_LAT], slot_f[s, _GOOD_LON])
+                fast_distance_m(lat_j, lon_j, slot_f[s, _GOOD_LAT], slot_f[s, _GOOD_LON])
                 - slot_f[s, _GOOD_ACCURACY] - accuracy_j
             )  # fmt: skip
             quiet = not jump > max_speed_mps * dt - m

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from functools import cache
 from zoneinfo import ZoneInfo
 
+from geo.edges import also_compiled
 from schemas.wire import ScheduleWindow
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
@@ -40,9 +41,16 @@ def amsterdam_offset_s(t: float) -> int:
 
 def local_minute_of_week(t: float) -> int:
     """Minutes since Monday 00:00 local time, for the epoch second `t`."""
-    local_minutes = int((t + amsterdam_offset_s(t)) // 60)
+    return minute_of_week(t + amsterdam_offset_s(t))
+
+
+@also_compiled  # and in services/core/bulk.py, with the offset from a table
+def minute_of_week(local_s: float) -> int:
+    """Minutes since Monday 00:00 for `local_s`, epoch seconds shifted to local time."""
+    local_minutes = int(local_s // 60)
     day = local_minutes // 1440
-    return ((day + _EPOCH_WEEKDAY) % 7) * 1440 + local_minutes % 1440
+    minute: int = ((day + _EPOCH_WEEKDAY) % 7) * 1440 + local_minutes % 1440
+    return minute
 
 
 def _minutes(hhmm: str) -> int:
