@@ -54,7 +54,14 @@ from services.core.bulk import (
     decide,
 )
 from services.core.config import DEFAULT_RULES, RuleConfig
-from services.core.engine import apply_order, count_observation, evaluate, new_state, tick
+from services.core.engine import (
+    apply_order,
+    count_observation,
+    evaluate,
+    new_state,
+    record_fix,
+    tick,
+)
 from services.core.hashrows import HashRows
 from services.core.model import (
     CompiledOrder,
@@ -729,10 +736,7 @@ class Partition:
             track.last_rx = track.last_fix_rx = now
             if subject_in_force and fix.battery_pct is not None:
                 track.battery_pct = fix.battery_pct
-            track.last_t = track.good_t = t
-            track.lat, track.lon, track.accuracy_m = fix.lat, fix.lon, fix.accuracy_m
-            track.good_lat, track.good_lon = fix.lat, fix.lon
-            track.good_accuracy_m, track.outlier = fix.accuracy_m, False
+            record_fix(track, fix, outlier=False)
             self._restated.add(i)
             if not subject_in_force:
                 continue

@@ -140,6 +140,16 @@ def is_outlier(track: DeviceTrack, fix: Fix, rules: RuleConfig) -> bool:
     return not confirms_previous
 
 
+def record_fix(track: DeviceTrack, fix: Fix, outlier: bool) -> None:
+    """An in-order fix becomes the device's newest, and its newest good one unless an outlier.
+    The batch path does this alone for a fix that changes nothing else (services/core/batch.py)."""
+    track.last_t, track.lat, track.lon, track.accuracy_m = fix.t, fix.lat, fix.lon, fix.accuracy_m
+    track.outlier = outlier
+    if not outlier:
+        track.good_t, track.good_lat, track.good_lon = fix.t, fix.lat, fix.lon
+        track.good_accuracy_m = fix.accuracy_m
+
+
 def copy_state(state: OrderState) -> OrderState:
     return msgspec.json.decode(msgspec.json.encode(state), type=OrderState)
 
@@ -581,12 +591,8 @@ def evaluate(
         alerts += _late_fix(state, order, rules, fix, now)
         return state, alerts
 
-    outlier = is_outlier(track, fix, rules)
-    track.last_t, track.lat, track.lon, track.accuracy_m = fix.t, fix.lat, fix.lon, fix.accuracy_m
-    track.outlier = outlier
-    if not outlier:
-        track.good_t, track.good_lat, track.good_lon = fix.t, fix.lat, fix.lon
-        track.good_accuracy_m = fix.accuracy_m
+    record_fix(track, fix, is_outlier(track, fix, rules))
+    outlier = track.outlier
     if not order.in_force(fix.t):
         return state, alerts
 
