@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +121,9 @@ class HeldPartition:
     # all a reload needs, so none is held in memory after that)
     new_versions: dict[str, bytes] = field(default_factory=dict)
     since_fold: set[int] = field(default_factory=set)  # orders the change log names
+    # orders whose state a change log row carries: the stored state is older, so the fold
+    # stores theirs (the others' stored state stands, and the fold sends only their tracks)
+    restated_since_fold: set[int] = field(default_factory=set)
     logged_batches: int = 0  # change log rows since the last fold
     last_tick: float = 0.0
 
@@ -128,9 +132,10 @@ class HeldPartition:
         logged and at most WRITE_THROUGH_MAX orders changed (live traffic), their rows of
         evaluator_state at once. Otherwise a row of the change log with what the batch changed;
         on the partition's turn, and when the input is idle (the fetch came back empty), the
-        full checkpoint of every order the log names, folded into evaluator_state. Folding when
-        idle keeps the fold after a catch-up, a row for every order caught up, from landing on
-        the first fixes of live traffic.
+        checkpoint of every order the log names, folded into evaluator_state: its tracks, and
+        its state where a log row or this batch changed it. Folding when idle keeps the fold
+        after a catch-up, a row for every order caught up, from landing on the first fixes of
+        live traffic.
 
         The turn comes every FOLD_EVERY_BATCHES batches, at a phase set by the partition's
         number. When every partition counted its own batches, a steady stream (which touches
@@ -142,9 +147,12 @@ class HeldPartition:
             turn or self.logged_batches + 1 >= FOLD_EVERY_BATCHES or (idle and not dirty)
         )
         if fold:
-            made = self._checkpoints(sorted(self.since_fold | dirty), full=True)
+            made = self._checkpoints(
+                sorted(self.since_fold | dirty), full=False, also=self.restated_since_fold
+            )
             self.new_versions.clear()
             self.since_fold.clear()
+            self.restated_since_fold.clear()
             self.logged_batches = 0
             return PartitionChanges(folded=made)
         if not dirty:
@@ -177,24 +185,47 @@ class HeldPartition:
                     ))  # fmt: skip
             self.new_versions.clear()
         self.since_fold |= dirty
+        self.restated_since_fold.update(
+            i for i, state in zip(indices, rows.states, strict=True) if state is not None
+        )
         self.logged_batches += 1
         return PartitionChanges(logged=logged.encoded(), versions=versions)
 
-    def _checkpoints(self, indices: list[int], *, full: bool) -> list[store.Checkpoint]:
-        """Rows for evaluator_state; with `full`, each with its state, else only the states
-        that changed since the last write (the log, when there is one, has the others)."""
+    def _checkpoints(
+        self, indices: list[int], *, full: bool, also: Container[int] = ()
+    ) -> list[store.Checkpoint]:
+        """Rows for evaluator_state; with `full`, each with its state, else the states that
+        changed since the last write and those of the orders in `also`."""
         orders, number, encode = self.core.orders, self.number, _encoder.encode
         new_version, delivered = self.new_versions.get, self.delivered.get
+        states = self.core.states
         made = []
         for i, checkpoint in zip(indices, self.core.checkpoint(indices, full=full), strict=True):
             order_id = orders[i].order_id
             state, tracks = checkpoint.state, checkpoint.tracks
+            if state is None and i in also:
+                state = states[i]
             made.append(store.Checkpoint(
                 order_id, number, None if state is None else encode(state), new_version(order_id),
                 encode(delivered(order_id, _NOTHING_DELIVERED)),
                 b"" if tracks is None else encode(tracks),
             ))  # fmt: skip
         return made
+
+    def take_back(self, checkpoint: store.StoredCheckpoint, now: float, *, logged: bool) -> None:
+        """An order from the partition's stored checkpoint (`logged`: the change log names it)."""
+        order = compile_order(checkpoint.order_event)
+        self.core.restore(
+            order, now, _state_decoder.decode(checkpoint.state),
+            _tracks_decoder.decode(checkpoint.tracks) if checkpoint.tracks else None,
+        )  # fmt: skip
+        if checkpoint.delivered:
+            self.delivered[order.order_id] = _delivered_decoder.decode(checkpoint.delivered)
+        if logged:
+            i = self.core.index[order.order_id]
+            self.since_fold.add(i)
+            # whether the log gave it a state is not kept: the next fold stores its state
+            self.restated_since_fold.add(i)
 
     def redelivered(self, order_id: str, source: wire.SignalSource, positions_topic: str) -> bool:
         """True for a signal of a held order whose source record this order has already
@@ -394,15 +425,7 @@ class BreachEvaluator:
         for n, checkpoint in enumerate(loaded.checkpoints, start=1):
             if n % LOAD_YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # the heartbeat and the other partitions' I/O get a turn
-            order = compile_order(checkpoint.order_event)
-            held.core.restore(
-                order, now, _state_decoder.decode(checkpoint.state),
-                _tracks_decoder.decode(checkpoint.tracks) if checkpoint.tracks else None,
-            )  # fmt: skip
-            if checkpoint.delivered:
-                held.delivered[order.order_id] = _delivered_decoder.decode(checkpoint.delivered)
-            if order.order_id in loaded.in_log:
-                held.since_fold.add(held.core.index[order.order_id])
+            held.take_back(checkpoint, now, logged=checkpoint.order_id in loaded.in_log)
         # Partitions tick a second apart each, but not all at once: spread over the second, a
         # tick delays the signals of one batch by a twelfth of what all of them together would.
         phase = number % self.settings.partitions / self.settings.partitions

@@ -16,7 +16,7 @@ rebalance it slept through) cannot overwrite the new owner's progress; its batch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -134,9 +134,17 @@ async def load_checkpoints(conn: AsyncConnection, partition: int) -> LoadedParti
         .where(evaluator_changes.c.partition == partition)
         .order_by(evaluator_changes.c.id)
     )  # fmt: skip
+    return replay_log(orders, (blob for (blob,) in logged), partition)
+
+
+def replay_log(
+    orders: dict[str, StoredCheckpoint], log: Iterable[bytes], partition: int
+) -> LoadedPartition:
+    """The rows of evaluator_state (by order id) with the change log rows replayed over them,
+    oldest first."""
     batches = 0
     in_log: set[str] = set()
-    for (blob,) in logged:
+    for blob in log:
         batches += 1
         for order_id, state, delivered, tracks in _replayed(blob):
             known = orders.get(order_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from services.breach_evaluator import evaluator, store
@@ -19,7 +20,7 @@ from services.breach_evaluator.evaluator import (
     PartitionChanges,
 )
 from services.core.batch import SCALAR_BELOW, Partition
-from tests.support.orders import T0, circle, compiled, fix
+from tests.support.orders import T0, circle, compiled, fix, order_event
 
 PARTITIONS = 12
 CATCH_UP = set(range(WRITE_THROUGH_MAX + 1))  # the orders a catch-up-sized batch changes
@@ -161,3 +162,51 @@ def test_written_straight_in_a_reload_reads_what_the_log_would_have_given(
     logged, wrote = _run(seed, scalar_below)
     assert any(c.logged is not None for c in wrote) and any(c.folded for c in wrote)
     assert straight == logged
+
+
+def test_a_partition_reloaded_in_mid_log_folds_the_states_its_log_carried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fold stores only the states its log rows carried (and those this batch changed); the
+    # others' stored states stand. After a reload the partition still has to know which.
+    events = {
+        f"BB-{k}": msgspec.json.encode(order_event(
+            order_id=f"BB-{k}", subject_device=f"EB-{k}",
+            zones=[circle("home", 1000.0 * k, 0.0, 150.0)],
+        ))
+        for k in range(12)
+    }  # fmt: skip
+    core = Partition()
+    for raw in events.values():
+        core.upsert(evaluator.compile_order(raw), T0)
+    held = HeldPartition(number=0, core=core)
+    rows: dict[str, _Row] = {}
+    _store(rows, held.changes(set(range(len(events))), idle=True, batch=0).written)
+    assert len(rows) == len(events)
+    monkeypatch.setattr(evaluator, "WRITE_THROUGH_MAX", 0)  # every batch through the log
+    rng, t, log = random.Random(5), T0, []
+    for batch in range(1, FOLD_EVERY_BATCHES // 2):
+        t += 5.0
+        items = []
+        for k in rng.sample(range(len(events)), 4):
+            x = 1000.0 * k + (rng.uniform(-50, 50) if rng.random() < 0.3 else 600.0)
+            items.append((f"BB-{k}", fix(x, rng.uniform(-50, 50), t, device=f"EB-{k}")))
+        outcome = core.evaluate(core.batch(items), t)
+        changes = held.changes(set(outcome.touched), idle=False, batch=batch)
+        assert changes.logged is not None and not changes.folded
+        log.append(changes.logged)
+    assert any(state is not None for blob in log for _, state, _, _ in store._replayed(blob))
+    before = _replay(rows, log)
+
+    stored = {
+        order_id: store.StoredCheckpoint(order_id, state, events[order_id], delivered, tracks)
+        for order_id, (state, delivered, tracks) in rows.items()
+    }
+    loaded = store.replay_log(stored, log, 0)
+    reloaded = HeldPartition(number=0, core=Partition(), logged_batches=loaded.logged_batches)
+    for checkpoint in loaded.checkpoints:
+        reloaded.take_back(checkpoint, t, logged=checkpoint.order_id in loaded.in_log)
+    fold = reloaded.changes(set(), idle=True, batch=FOLD_EVERY_BATCHES // 2)
+    assert fold.folded
+    _store(rows, fold.folded)
+    assert _replay(rows, []) == before
