@@ -24,7 +24,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.validation import explain_validity
 
 from geo import municipalities
-from geo.edges import signed_distance_to_edges
+from geo.edges import signed_distance_to_rings
 from geo.projection import MAX_ABS_LATITUDE, LocalPlane, wrap_longitude_delta
 
 F64 = npt.NDArray[np.float64]
@@ -88,7 +88,7 @@ class PolygonShape:
 
     # No copy of the GeoJSON it came from: at 100k orders that was ~60 MB nobody read (the
     # order's own record keeps it).
-    __slots__ = ("_edge_table", "_geos", "_parts", "bounds", "plane", "xy_bounds")
+    __slots__ = ("_geos", "_parts", "bounds", "plane", "xy_bounds")
 
     def __init__(
         self, metric: Polygon | MultiPolygon, plane: LocalPlane, rings: _MetricRings
@@ -104,9 +104,6 @@ class PolygonShape:
         max_lat, max_lon = plane.to_latlon(maxx, maxy)
         self.bounds = (min_lon, min_lat, max_lon, max_lat)
         self._parts: _FlatParts | None = None
-        # A small polygon's edges as rows (x1, y1, x2, y2), made when a fix first comes within
-        # reach of its box: most polygons never see one.
-        self._edge_table: F64 | None = None
         self._geos: tuple[Polygon | MultiPolygon, Any] | None = None
         if sum(len(ring) for part in rings for ring in part) <= SMALL_POLYGON_VERTICES:
             self._parts = tuple(
@@ -156,10 +153,7 @@ class PolygonShape:
         if outside_box >= within:
             return outside_box  # a lower bound, and far enough that nobody needs more
         if self._parts is not None:
-            if self._edge_table is None:
-                self._edge_table = np.column_stack(self.edges())
-            edges = self._edge_table
-            return float(signed_distance_to_edges(edges, 0, len(edges), x, y))
+            return signed_distance_to_rings(itertools.chain.from_iterable(self._parts), x, y)
         assert self._geos is not None
         metric, boundary = self._geos
         edge = float(shapely.distance(boundary, shapely.Point(x, y)))

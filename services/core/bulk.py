@@ -27,12 +27,13 @@ the scalar path's arithmetic can only send a fix to the scalar path, never chang
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from geo.edges import compiled, signed_distance_to_edges
+from geo.edges import compiled, signed_distance_to_edges, signed_distance_to_rings
 from geo.projection import fast_distance_m, wrap_longitude_delta
 from services.core.schedule import minute_of_week
 
@@ -354,7 +355,7 @@ def decide(
 
 
 def compile_now() -> None:
-    """Compile `decide` for the argument types a `Partition` passes, and the edge distance for
+    """Compile `decide` for the argument types a `Partition` passes, and the ring distance for
     the scalar path's calls (or load them from numba's cache) before a batch needs them: ~2 s
     the first time, ~0.4 s from the cache."""
     f64 = np.zeros((1, 1), dtype=np.float64)
@@ -366,7 +367,7 @@ def compile_now() -> None:
         f64, i64, flag, f64, flag, f64, i64, flag, f64, flag, 0, no_f64, 0.0, 0.0, 0.0, 0.0,
         0.0, no_flag, no_i64, np.zeros(0, np.int8), no_i64, np.zeros((0, 2), np.int64),
     )  # fmt: skip
-    signed_distance_to_edges(f64, 0, 0, 0.0, 0.0)  # as small polygons call it from Python
+    signed_distance_to_rings([array("d", (0.0, 0.0, 1.0, 0.0, 0.0, 0.0))], 0.0, 0.0)  # as shapes do
 
 
 def compiled_versions() -> int:

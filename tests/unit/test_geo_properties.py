@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from array import array
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Point, Polygon
 
-from geo.edges import signed_distance_to_edges
+from geo.edges import signed_distance_to_edges, signed_distance_to_rings
 from geo.index import ZoneIndex
 from geo.projection import LocalPlane, fast_distance_m, haversine_m
 from geo.shapes import (
@@ -153,10 +154,10 @@ def edge_rows(zone: Polygon | MultiPolygon) -> list[tuple[float, float, float, f
 @settings(max_examples=300, deadline=None)
 @given(zone=metric_zones(), x=st.floats(-2500, 8000), y=st.floats(-2500, 2500))
 def test_edge_distance_matches_geos(zone: Polygon | MultiPolygon, x: float, y: float) -> None:
-    """The compiled edge loop that small polygons and the core's bulk decision use, against
-    GEOS on the same rings: holes and islands included, whatever the vertex count (it is only
-    used up to SMALL_POLYGON_VERTICES). It reads only its own rows of the edge table: the rows
-    around them pass through the point and would give 0."""
+    """The compiled edge loop that the core's bulk decision runs over its edge table and small
+    polygons run over their rings, against GEOS on the same rings: holes and islands included,
+    whatever the vertex count (it is only used up to SMALL_POLYGON_VERTICES). It reads only its
+    own rows of the edge table: the rows around them pass through the point and would give 0."""
     assume(zone.is_valid)
     edge = zone.boundary.distance(Point(x, y))
     truth = -edge if zone.contains(Point(x, y)) else edge
@@ -165,6 +166,14 @@ def test_edge_distance_matches_geos(zone: Polygon | MultiPolygon, x: float, y: f
     edges = np.array(decoy + own + decoy, dtype=np.float64)
     got = signed_distance_to_edges(edges, len(decoy), len(own), x, y)
     assert got == pytest.approx(truth, abs=1e-6)
+    # the same loop over the rings as a small polygon keeps them, flat
+    polygons = [zone] if isinstance(zone, Polygon) else list(zone.geoms)
+    rings = [
+        array("d", itertools.chain.from_iterable(ring.coords))
+        for p in polygons
+        for ring in (p.exterior, *p.interiors)
+    ]
+    assert signed_distance_to_rings(rings, x, y) == pytest.approx(truth, abs=1e-6)
 
 
 def test_small_and_large_polygons_take_each_path() -> None:
