@@ -24,6 +24,7 @@ Semantics (DESIGN.md "Rules the core must get right"):
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from datetime import UTC, datetime
@@ -58,11 +59,20 @@ Outcome = tuple[OrderState, list[Alert]]
 # ---------------------------------------------------------------- small pure pieces
 
 
+_ALERT_NAMESPACE_BYTES = ALERT_NAMESPACE.bytes
+
+
 def alert_id(order_id: str, rule: str, subject_key: str, started_at: float) -> str:
-    """Deterministic: a replay after a crash gives the same id for the same episode."""
-    return str(
-        uuid.uuid5(ALERT_NAMESPACE, f"{order_id}|{rule}|{subject_key}|{round(started_at * 1000)}")
-    )
+    """Deterministic: a replay after a crash gives the same id for the same episode.
+
+    It is uuid.uuid5(ALERT_NAMESPACE, name) as text, formatted from the SHA-1 digest here
+    (~1.5 us, against ~4 us through uuid.UUID): every episode that opens pays for it."""
+    name = f"{order_id}|{rule}|{subject_key}|{round(started_at * 1000)}"
+    digest = hashlib.sha1(_ALERT_NAMESPACE_BYTES + name.encode(), usedforsecurity=False)
+    h = digest.hexdigest()
+    # version 5 in the 13th digit, the RFC 4122 variant (binary 10) in the 17th
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
 def disc_level(distance_m: float, accuracy_m: float, buffer_m: float) -> int:
