@@ -133,18 +133,21 @@ class PolygonShape:
         """Kept as coordinates and measured by its edges (see `edges`), not in GEOS."""
         return self._parts is not None
 
-    def edges(self) -> tuple[F64, F64, F64, F64]:
-        """A small polygon's edges in `plane` as (x1, y1, x2, y2) arrays, every ring's (holes
-        and islands among them), for the bulk decision's edge table (services/core/bulk.py)."""
+    def edge_rows(self) -> F64:
+        """A small polygon's edges in `plane`, a row (x1, y1, x2, y2) each, every ring's (holes
+        and islands among them), for the bulk decision's edge table (services/core/bulk.py).
+        A ring kept flat as x, y, x, y, ... holds them already: row k is its items 2k to 2k+3,
+        read as overlapping windows and copied once."""
         if self._parts is None:
             raise ValueError("only a small polygon is kept as edges")
-        points = [
-            np.frombuffer(ring, dtype=np.float64).reshape(-1, 2)
-            for ring in itertools.chain.from_iterable(self._parts)
-        ]
-        starts = np.concatenate([p[:-1] for p in points])
-        ends = np.concatenate([p[1:] for p in points])
-        return starts[:, 0], starts[:, 1], ends[:, 0], ends[:, 1]
+        windows = []
+        for ring in itertools.chain.from_iterable(self._parts):
+            flat = np.frombuffer(ring, dtype=np.float64)
+            step = flat.strides[0]
+            windows.append(np.lib.stride_tricks.as_strided(
+                flat, shape=(len(flat) // 2 - 1, 4), strides=(2 * step, step), writeable=False
+            ))  # fmt: skip
+        return windows[0].copy() if len(windows) == 1 else np.concatenate(windows)
 
     def signed_distance(self, lat: float, lon: float, within: float = math.inf) -> float:
         x, y = self.plane.to_xy(lat, lon)

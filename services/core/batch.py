@@ -766,8 +766,7 @@ class Partition:
             return  # added for an earlier pass
         shape = self.orders[i].zones[row - int(self._orders.col["zone_start"][i])].shape
         assert isinstance(shape, PolygonShape)
-        x1, y1, x2, y2 = shape.edges()
-        first = self._edges.add(len(x1))
-        end = first + len(x1)
-        self._edges.matrix(_FLOAT64)[first:end] = np.column_stack((x1, y1, x2, y2))
-        self._zones.col["edge_start"][row], self._zones.col["edge_count"][row] = first, len(x1)
+        rows = shape.edge_rows()
+        first = self._edges.add(len(rows))
+        self._edges.matrix(_FLOAT64)[first : first + len(rows)] = rows
+        self._zones.col["edge_start"][row], self._zones.col["edge_count"][row] = first, len(rows)

@@ -182,7 +182,8 @@ def test_small_and_large_polygons_take_each_path() -> None:
     plane = LocalPlane.at(52.09, 5.12)
     square = Polygon([(0, 0), (100, 0), (100, 100), (0, 100)])
     many = Polygon(star(0, 0, [500.0] * (SMALL_POLYGON_VERTICES + 5), 0.0))
-    for zone, small in ((square, True), (many, False)):
+    donut = Polygon(square.exterior.coords, [[(40, 40), (60, 40), (60, 60), (40, 60)]])
+    for zone, small in ((square, True), (donut, True), (many, False)):
         shape = compile_polygon(to_geojson(zone, plane))
         assert (int(shapely.get_num_coordinates(shape.metric)) <= SMALL_POLYGON_VERTICES) == small
         for x, y in ((0.0, 0.0), (-600.0, 10.0), (520.0, 3.0)):
@@ -191,6 +192,8 @@ def test_small_and_large_polygons_take_each_path() -> None:
             edge = shape.metric.boundary.distance(Point(px, py))
             truth = -edge if shape.metric.contains(Point(px, py)) else edge
             assert shape.signed_distance(lat, lon) == pytest.approx(truth, abs=1e-6)
+        if small:  # the bulk decision's edge table rows, read from the rings as kept
+            assert shape.edge_rows().tolist() == [list(row) for row in edge_rows(shape.metric)]
     edges = np.array(edge_rows(square), dtype=np.float64)
     on_edge = signed_distance_to_edges(edges, 0, len(edges), 50.0, 0.0)
     assert (on_edge, math.copysign(1.0, on_edge)) == (0.0, 1.0)  # 0.0, not -0.0
