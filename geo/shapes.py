@@ -130,7 +130,7 @@ class PolygonShape:
 
     @property
     def is_small(self) -> bool:
-        """Kept as coordinates and measured by its edges (see `edges`), not in GEOS."""
+        """Kept as coordinates and measured by its edges (see `edge_rows`), not in GEOS."""
         return self._parts is not None
 
     def edge_rows(self) -> F64:
