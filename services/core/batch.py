@@ -663,10 +663,10 @@ class Partition:
             & (now >= c["valid_from"][:n])
             & (now - base >= self.rules.signal_lost_after_s - QUIET_MARGIN)
         )
-        # Hot orders hold their tracks as objects, so the columns cannot tell: always ask tick.
-        due = ~c["ended"][:n] & (
-            c["revoked"][:n] | (c["valid_until"][:n] <= now) | dark | c["hot"][:n]
-        )
+        # A hot order's tracks are objects with a copy in the columns, which `_settle` and the
+        # bulk decision keep (the bulk decision reads them too), so the columns tell for it as
+        # well. Asking `tick` for every hot order cost ~0.4 ms a partition every second.
+        due = ~c["ended"][:n] & (c["revoked"][:n] | (c["valid_until"][:n] <= now) | dark)
         alerts: list[Alert] = []
         touched: set[int] = set()
         hot = c["hot"]
@@ -677,7 +677,7 @@ class Partition:
             self.states[i], out = tick(self.states[i], self.orders[i], now, self.rules)
             # `tick` changes a state only to decide something, or to end an order with no
             # episode open (which decides nothing). Otherwise there is nothing to checkpoint:
-            # every hot order is asked every second, and most of them have nothing due.
+            # QUIET_MARGIN lets an order through that is not quite due yet.
             if out or self.states[i].ended != ended:
                 self._settle(i)
                 self._restated.add(i)
