@@ -11,6 +11,7 @@ import random
 
 import msgspec
 import pytest
+from aiokafka import TopicPartition
 
 from services.breach_evaluator import evaluator, store
 from services.breach_evaluator.evaluator import (
@@ -75,6 +76,21 @@ def test_an_idle_fetch_folds_whatever_is_logged() -> None:
     assert partition.changes(set(), idle=True, batch=2).folded
     assert partition.logged_batches == 0
     assert not partition.changes(set(), idle=True, batch=3).folded  # nothing left to fold
+
+
+def test_a_partition_is_behind_while_the_broker_holds_records_past_where_it_stands() -> None:
+    """An empty fetch in a catch-up is not an idle input: the high watermark of the latest
+    fetch says more waits, and the partition does not fold for it."""
+    partition = _held(3)
+    partition.offsets = {"signals": 500, "orders": 40, "new": None}
+    ends = {TopicPartition("signals", 3): 500, TopicPartition("orders", 3): 40}
+    assert not partition.behind(ends.get)
+    assert partition.behind({**ends, TopicPartition("orders", 3): 41}.get)
+    assert partition.behind({**ends, TopicPartition("signals", 3): 9_000}.get)
+    assert not partition.behind({**ends, TopicPartition("signals", 0): 9_000}.get)
+    # no fetch answered yet, or nothing stored yet: not known to be behind
+    assert not partition.behind({}.get)
+    assert not partition.behind({**ends, TopicPartition("new", 3): 7}.get)
 
 
 def test_a_few_orders_changed_go_straight_in_and_a_log_goes_on_until_its_fold() -> None:
