@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -256,7 +256,14 @@ async def dead_letter(
     await producer.send_and_wait(settings.topic("dlq.v1"), wire.encode(letter), key=record.key)
 
 
-def consumer_lag(consumer: AIOKafkaConsumer, next_offsets: dict[TopicPartition, int]) -> int:
+class Watermarks(Protocol):
+    """What `consumer_lag` reads of a consumer (an AIOKafkaConsumer): the end offset of a
+    partition as its latest fetch answered, None where none has answered yet."""
+
+    def highwater(self, partition: TopicPartition, /) -> int | None: ...
+
+
+def consumer_lag(consumer: Watermarks, next_offsets: Mapping[TopicPartition, int]) -> int:
     """Records on the broker not yet consumed, over the partitions whose next offset is known,
     from the high watermarks of the latest fetches (no request to the broker)."""
     lag = 0

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Container
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from services.adapters.database import DriverConnection, driver_connection
 from services.adapters.kafka import (
     PeriodicCommit,
     StallWatch,
+    Watermarks,
     consumer_lag,
     dead_letter,
     make_consumer,
@@ -227,15 +228,18 @@ class HeldPartition:
             # whether the log gave it a state is not kept: the next fold stores its state
             self.restated_since_fold.add(i)
 
-    def behind(self, highwater: Callable[[TopicPartition], int | None]) -> bool:
+    def positions(self) -> dict[TopicPartition, int]:
+        """Where each input of the partition stands, for the inputs with a known offset."""
+        return {
+            TopicPartition(topic, self.number): offset
+            for topic, offset in self.offsets.items()
+            if offset is not None
+        }
+
+    def behind(self, consumer: Watermarks) -> bool:
         """Whether an input of the partition has records on the broker past where it stands,
-        by `highwater` (`AIOKafkaConsumer.highwater`: the end offsets of the latest fetches,
-        None where none has answered yet)."""
-        for topic, offset in self.offsets.items():
-            end = highwater(TopicPartition(topic, self.number))
-            if offset is not None and end is not None and end > offset:
-                return True
-        return False
+        by the high watermarks of the consumer's latest fetches."""
+        return consumer_lag(consumer, self.positions()) > 0
 
     def redelivered(self, order_id: str, source: wire.SignalSource, positions_topic: str) -> bool:
         """True for a signal of a held order whose source record this order has already
@@ -367,11 +371,9 @@ class BreachEvaluator:
                     await watch.idle(consumer)
                 async with self.lock:
                     await self._process(fetched, producer, consumer, db)
-                    self.metrics.set("consumer_lag", consumer_lag(consumer, {
-                        TopicPartition(topic, held.number): offset
-                        for held in self.held.values()
-                        for topic, offset in held.offsets.items() if offset is not None
-                    }))  # fmt: skip
+                    self.metrics.set("consumer_lag", sum(
+                        consumer_lag(consumer, held.positions()) for held in self.held.values()
+                    ))  # fmt: skip
                 commits.advance({tp: recs[-1].offset + 1 for tp, recs in fetched.items()})
             await self._committed()
         finally:
@@ -509,7 +511,7 @@ class BreachEvaluator:
             # partition missing from one fetch: in a catch-up that happens all the time, and a
             # fold there costs a row per order. Nor an empty fetch in a catch-up, which also
             # happens (5 in a 1M-signal catch-up, each folding every partition for ~0.1 s).
-            idle = not fetched and not held.behind(consumer.highwater)
+            idle = not fetched and not held.behind(consumer)
             changes = held.changes(dirty, idle=idle, batch=self._batches)
             if changes.logged is not None:
                 logged.append((held.number, changes.logged))

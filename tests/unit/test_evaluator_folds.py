@@ -84,13 +84,23 @@ def test_a_partition_is_behind_while_the_broker_holds_records_past_where_it_stan
     partition = _held(3)
     partition.offsets = {"signals": 500, "orders": 40, "new": None}
     ends = {TopicPartition("signals", 3): 500, TopicPartition("orders", 3): 40}
-    assert not partition.behind(ends.get)
-    assert partition.behind({**ends, TopicPartition("orders", 3): 41}.get)
-    assert partition.behind({**ends, TopicPartition("signals", 3): 9_000}.get)
-    assert not partition.behind({**ends, TopicPartition("signals", 0): 9_000}.get)
+    assert not partition.behind(_Fetched(ends))
+    assert partition.behind(_Fetched({**ends, TopicPartition("orders", 3): 41}))
+    assert partition.behind(_Fetched({**ends, TopicPartition("signals", 3): 9_000}))
+    assert not partition.behind(_Fetched({**ends, TopicPartition("signals", 0): 9_000}))
     # no fetch answered yet, or nothing stored yet: not known to be behind
-    assert not partition.behind({}.get)
-    assert not partition.behind({**ends, TopicPartition("new", 3): 7}.get)
+    assert not partition.behind(_Fetched({}))
+    assert not partition.behind(_Fetched({**ends, TopicPartition("new", 3): 7}))
+
+
+class _Fetched:
+    """The high watermarks a consumer's latest fetches answered."""
+
+    def __init__(self, ends: dict[TopicPartition, int]) -> None:
+        self.ends = ends
+
+    def highwater(self, partition: TopicPartition, /) -> int | None:
+        return self.ends.get(partition)
 
 
 def test_a_few_orders_changed_go_straight_in_and_a_log_goes_on_until_its_fold() -> None:
