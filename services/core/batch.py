@@ -244,6 +244,14 @@ def _track_floats(track: DeviceTrack) -> tuple[float, ...]:
     )  # fmt: skip
 
 
+def _battery_column(levels: list[int | None]) -> F64:
+    """The battery levels as floats, NaN for None. Most fixes carry none; a count in C finds
+    that ~50 ns a signal sooner than numpy converting the list."""
+    if levels.count(None) == len(levels):
+        return np.full(len(levels), math.nan)
+    return np.array(levels, dtype=np.float64)  # None becomes NaN (np.fromiter refuses it)
+
+
 class Partition:
     """The orders of one partition, their states, and their device tracks column-wise."""
 
@@ -588,8 +596,17 @@ class Partition:
         s = np.where(cols["subject_hash"][o] == device_hash, subject_slot, NO_SLOT)
         for k in np.flatnonzero(s == NO_SLOT).tolist():
             s[k] = self._slot(int(o[k]), kept[k].device_id)
-        is_fix = np.fromiter(map(Fix.__instancecheck__, kept), np.bool_, count=n)
-        subject = np.fromiter(map("subject".__eq__, map(_role, kept)), np.bool_, count=n)
+        # Most batches are subject fixes only; `list.count` finds that in C, ~50 ns a signal
+        # sooner than a flag per signal from Python.
+        if list(map(type, kept)).count(Fix) == n:
+            is_fix = np.ones(n, dtype=np.bool_)
+        else:
+            is_fix = np.fromiter(map(Fix.__instancecheck__, kept), np.bool_, count=n)
+        roles = list(map(_role, kept))
+        if roles.count("subject") == n:
+            subject = np.ones(n, dtype=np.bool_)
+        else:
+            subject = np.fromiter(map("subject".__eq__, roles), np.bool_, count=n)
         # A subject fix from a device other than the order's subject device (or the reverse)
         # is legal but odd; the scalar path handles it.
         odd_role = subject != (s == subject_slot)
@@ -606,8 +623,7 @@ class Partition:
             lat=np.fromiter(map(_lat, fixes), np.float64, count=n),
             lon=np.fromiter(map(_lon, fixes), np.float64, count=n),
             accuracy_m=np.fromiter(map(_accuracy_m, fixes), np.float64, count=n),
-            # None becomes NaN in a float array (np.fromiter refuses it)
-            battery_pct=np.array(list(map(_battery_pct, kept)), dtype=np.float64),
+            battery_pct=_battery_column(list(map(_battery_pct, kept))),
             unknown=unknown, positions=positions,
         )  # fmt: skip
 
