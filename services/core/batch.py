@@ -19,6 +19,7 @@ property-based.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -87,6 +88,7 @@ _FLOAT64, _INT64, _BOOL = np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.
 # The schedules' table of UTC offsets covers at most this many hours from a batch's first fix:
 # a batch spanning more (a very old fix among new ones) sends the rest to the scalar path.
 _MAX_SCHEDULE_HOURS = 24 * 31
+_FEW = 32  # signals: below this, a list beats numpy's fixed cost a call
 
 NO_DEVICE_HASH = -1  # an order without a subject device; Python's hash() never gives -1
 TRACK_COLUMNS = (*TRACK_FLOATS, "outlier")  # a track row of a checkpoint (`TrackRows`)
@@ -242,6 +244,15 @@ def _track_floats(track: DeviceTrack) -> tuple[float, ...]:
         track.lat, track.lon, track.accuracy_m,
         track.good_lat, track.good_lon, track.good_accuracy_m,
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _offset_table(first: int, last: int) -> F64:
+    """Amsterdam's UTC offset in seconds for each hour from `first` to `last`. Live batches
+    all fall in the same hour or two, and looking the offsets up again cost ~5 us a batch of
+    a partition. Never written to: every batch over these hours reads the same array."""
+    offsets = [amsterdam_offset_s(hour * 3600.0) for hour in range(first, last + 1)]
+    return np.array(offsets, dtype=np.float64)
 
 
 def _battery_column(levels: list[int | None]) -> F64:
@@ -767,13 +778,21 @@ class Partition:
         """(first hour, Amsterdam's UTC offset in seconds for each hour from it) over the times
         of a batch, for the schedules; a fix in an hour past the table's end takes the scalar
         path."""
-        finite = t[np.isfinite(t)]
-        if len(self._masks) == 0 or len(finite) == 0:
-            return 0, np.zeros(0, dtype=np.float64)
-        first = int(finite.min() // 3600)
-        last = min(int(finite.max() // 3600), first + _MAX_SCHEDULE_HOURS)
-        offsets = [amsterdam_offset_s(hour * 3600.0) for hour in range(first, last + 1)]
-        return first, np.array(offsets, dtype=np.float64)
+        if len(self._masks) == 0 or len(t) == 0:
+            return 0, np.zeros(0, dtype=np.float64)  # writable: a read-only one compiles again
+        if len(t) <= _FEW:  # a numpy reduction costs ~1.5 us however short the array
+            times = t.tolist()
+            low, high = min(times), max(times)
+        else:
+            low, high = float(t.min()), float(t.max())
+        if not (math.isfinite(low) and math.isfinite(high)):  # rare: a signal to be refused
+            finite = t[np.isfinite(t)]
+            if len(finite) == 0:
+                return 0, np.zeros(0, dtype=np.float64)
+            low, high = float(finite.min()), float(finite.max())
+        first = int(low // 3600)
+        last = min(int(high // 3600), first + _MAX_SCHEDULE_HOURS)
+        return first, _offset_table(first, last)
 
     def _add_edges(self, row: int, i: int) -> None:
         """The edges of the small polygon in zone row `row` of order `i` into the edge table,
