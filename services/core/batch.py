@@ -53,6 +53,7 @@ from services.core.bulk import (
     ZONE_FLOATS,
     ZONE_INTS,
     decide,
+    subject_slots,
 )
 from services.core.config import DEFAULT_RULES, RuleConfig
 from services.core.engine import (
@@ -597,19 +598,10 @@ class Partition:
                 forced_slow=_NO_BOOL, t=_NO_F64, lat=_NO_F64, lon=_NO_F64, accuracy_m=_NO_F64,
                 battery_pct=_NO_F64, unknown=unknown, positions=positions, bulk=False,
             )  # fmt: skip
-        cols = self._orders.col
-        # Most signals are fixes of the order's subject device, whose slot is in the order's
-        # columns. The device ids are compared by hash: comparing the strings reads the order's
-        # copy of the id, a cache miss a signal at 100k orders. Two device ids of one order with
-        # the same 64-bit hash is a chance of 2^-64.
-        device_hash = np.fromiter(map(hash, map(_device_id, kept)), np.int64, count=n)
-        subject_slot = cols["subject_slot"][o]
-        s = np.where(cols["subject_hash"][o] == device_hash, subject_slot, NO_SLOT)
-        for k in np.flatnonzero(s == NO_SLOT).tolist():
-            s[k] = self._slot(int(o[k]), kept[k].device_id)
         # Most batches are subject fixes only; `list.count` finds that in C, ~50 ns a signal
         # sooner than a flag per signal from Python.
-        if list(map(type, kept)).count(Fix) == n:
+        all_fixes = list(map(type, kept)).count(Fix) == n
+        if all_fixes:
             is_fix = np.ones(n, dtype=np.bool_)
         else:
             is_fix = np.fromiter(map(Fix.__instancecheck__, kept), np.bool_, count=n)
@@ -618,10 +610,17 @@ class Partition:
             subject = np.ones(n, dtype=np.bool_)
         else:
             subject = np.fromiter(map("subject".__eq__, roles), np.bool_, count=n)
-        # A subject fix from a device other than the order's subject device (or the reverse)
-        # is legal but odd; the scalar path handles it.
-        odd_role = subject != (s == subject_slot)
-        if is_fix.all():
+        # Most signals are fixes of the order's subject device, whose slot is in the order's
+        # columns. The device ids are compared by hash: comparing the strings reads the order's
+        # copy of the id, a cache miss a signal at 100k orders. Two device ids of one order with
+        # the same 64-bit hash is a chance of 2^-64.
+        device_hash = np.fromiter(map(hash, map(_device_id, kept)), np.int64, count=n)
+        s, forced_slow = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.bool_)
+        if subject_slots(o, device_hash, is_fix, subject, self._orders.matrix(_INT64), s,
+                         forced_slow):  # fmt: skip
+            for k in np.flatnonzero(s == NO_SLOT).tolist():
+                s[k] = self._slot(int(o[k]), kept[k].device_id)
+        if all_fixes:
             fixes: list[Fix] = kept  # type: ignore[assignment]
         else:
             far = Fix(device_id="", role="subject", person_id="", t=0.0, lat=math.nan,
@@ -629,7 +628,7 @@ class Partition:
             fixes = [sig if type(sig) is Fix else far for sig in kept]
         return SignalBatch(
             signals=kept, order=o, slot=s, is_fix=is_fix, subject=subject,
-            forced_slow=~is_fix | odd_role,
+            forced_slow=forced_slow,
             t=np.fromiter(map(_t, kept), np.float64, count=n),
             lat=np.fromiter(map(_lat, fixes), np.float64, count=n),
             lon=np.fromiter(map(_lon, fixes), np.float64, count=n),

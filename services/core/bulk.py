@@ -94,6 +94,7 @@ _GOOD_LAT, _GOOD_LON, _GOOD_ACCURACY = (
 _OUTLIER, _WATCHED = SLOT_BOOLS.index("outlier"), SLOT_BOOLS.index("watched")
 _VALID_FROM, _VALID_UNTIL = ORDER_FLOATS.index("valid_from"), ORDER_FLOATS.index("valid_until")
 _SUBJECT_SLOT, _PARTNER_SLOT = ORDER_INTS.index("subject_slot"), ORDER_INTS.index("partner_slot")
+_SUBJECT_HASH = ORDER_INTS.index("subject_hash")
 _ZONE_START, _ZONE_COUNT = ORDER_INTS.index("zone_start"), ORDER_INTS.index("zone_count")
 _REVOKED, _HOT = ORDER_BOOLS.index("revoked"), ORDER_BOOLS.index("hot")
 _Z_LAT0, _Z_LON0, _Z_KX, _Z_KY, _Z_RADIUS = range(5)
@@ -258,6 +259,30 @@ def _pairs_in_time(
 
 
 @compiled
+def subject_slots(
+    order: I64, device_hash: I64, is_fix: Bool, subject: Bool, order_i: I64,
+    slot: I64, forced_slow: Bool,
+) -> int:  # fmt: skip
+    """Each signal's slot where it comes from its order's subject device (by the device id's
+    hash), else NO_SLOT for the caller to look up; and whether it must take the scalar path for
+    what it is: a health event, or a role that does not match its device (a subject fix from
+    another device, or the reverse: legal but odd). Returns how many slots are left to look
+    up. One compiled pass: the dozen numpy calls it replaces cost ~20 us a partition batch of
+    live traffic, a few signals each."""
+    left = 0
+    for j in range(len(order)):
+        i = order[j]
+        from_subject = order_i[i, _SUBJECT_HASH] == device_hash[j]
+        if from_subject:
+            slot[j] = order_i[i, _SUBJECT_SLOT]
+        else:
+            slot[j] = NO_SLOT
+            left += 1
+        forced_slow[j] = not is_fix[j] or subject[j] != from_subject
+    return left
+
+
+@compiled
 def decide(
     positions: I64, order: I64, slot: I64, forced_slow: Bool, subject: Bool,
     t: F64, lat: F64, lon: F64, accuracy: F64, battery: F64, now: float,
@@ -362,6 +387,7 @@ def compile_now() -> None:
     i64 = np.zeros((1, 1), dtype=np.int64)
     flag = np.zeros((1, 1), dtype=np.bool_)
     no_f64, no_i64, no_flag = np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.bool_)
+    subject_slots(no_i64, no_i64, no_flag, no_flag, i64, no_i64, no_flag)
     decide(
         no_i64, no_i64, no_i64, no_flag, no_flag, no_f64, no_f64, no_f64, no_f64, no_f64, 0.0,
         f64, i64, flag, f64, flag, f64, i64, flag, f64, flag, 0, no_f64, 0.0, 0.0, 0.0, 0.0,
