@@ -79,21 +79,20 @@ class CircleShape:
 class PolygonShape:
     """A Polygon or MultiPolygon in its own local metric plane, ready for repeated queries.
 
-    A small one (at most SMALL_POLYGON_VERTICES vertices) is kept as flat coordinate arrays and
-    measured by a compiled loop over its edges (geo.edges): ~0.35 us for 12 vertices (~4.6 us
-    in Python), against ~9 us for a shapely Point and two GEOS calls, and without the GEOS
-    polygon, its boundary and their prepared indexes (~1 KB an order at 100k orders). A larger
-    one is kept prepared in GEOS.
+    Kept as flat coordinate arrays, one a ring, and measured by a compiled loop over its edges
+    (geo.edges), whatever its size: ~1.2 us for 20 vertices, ~1.9 us for 100 and ~15 us for
+    2,000, against ~12, ~11 and ~31 us for a shapely Point and two GEOS calls (GEOS's distance
+    walks every edge too). Nor does it keep a GEOS polygon, its boundary and their prepared
+    indexes. The core's bulk decision reads the same edges from its edge table (`edge_rows`).
     """
 
     # No copy of the GeoJSON it came from: at 100k orders that was ~60 MB nobody read (the
-    # order's own record keeps it).
-    __slots__ = ("_geos", "_parts", "bounds", "plane", "xy_bounds")
+    # order's own record keeps it). A weak reference: the core shares one copy of a shape's
+    # edge rows between the orders that name it (a municipality), for as long as it lives.
+    __slots__ = ("__weakref__", "_parts", "bounds", "plane", "xy_bounds")
 
-    def __init__(
-        self, metric: Polygon | MultiPolygon, plane: LocalPlane, rings: _MetricRings
-    ) -> None:
-        """`rings`: the coordinates `metric` was built from, per part shell first."""
+    def __init__(self, plane: LocalPlane, rings: _MetricRings) -> None:
+        """`rings`: the polygon's coordinates in `plane`, per part shell first."""
         self.plane = plane
         # From the shells' coordinates: cheaper than asking GEOS (holes lie within their shell).
         xs = [x for part in rings for x, _ in part[0]]
@@ -103,43 +102,25 @@ class PolygonShape:
         min_lat, min_lon = plane.to_latlon(minx, miny)
         max_lat, max_lon = plane.to_latlon(maxx, maxy)
         self.bounds = (min_lon, min_lat, max_lon, max_lat)
-        self._parts: _FlatParts | None = None
-        self._geos: tuple[Polygon | MultiPolygon, Any] | None = None
-        if sum(len(ring) for part in rings for ring in part) <= SMALL_POLYGON_VERTICES:
-            self._parts = tuple(
-                tuple(array("d", itertools.chain.from_iterable(ring)) for ring in part)
-                for part in rings
-            )
-        else:
-            boundary = metric.boundary
-            shapely.prepare(metric)
-            shapely.prepare(boundary)
-            self._geos = (metric, boundary)
+        self._parts: _FlatParts = tuple(
+            tuple(array("d", itertools.chain.from_iterable(ring)) for ring in part)
+            for part in rings
+        )
 
     @property
     def metric(self) -> Polygon | MultiPolygon:
         """The zone as a shapely geometry in `plane`, for checks and drawing (not the hot path)."""
-        if self._geos is not None:
-            return self._geos[0]
-        assert self._parts is not None
         polygons = []
         for part in self._parts:
             shell, *holes = (list(zip(ring[0::2], ring[1::2], strict=True)) for ring in part)
             polygons.append(Polygon(shell, holes))
         return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
 
-    @property
-    def is_small(self) -> bool:
-        """Kept as coordinates and measured by its edges (see `edge_rows`), not in GEOS."""
-        return self._parts is not None
-
     def edge_rows(self) -> F64:
-        """A small polygon's edges in `plane`, a row (x1, y1, x2, y2) each, every ring's (holes
-        and islands among them), for the bulk decision's edge table (services/core/bulk.py).
-        A ring kept flat as x, y, x, y, ... holds them already: row k is its items 2k to 2k+3,
-        read as overlapping windows and copied once."""
-        if self._parts is None:
-            raise ValueError("only a small polygon is kept as edges")
+        """The polygon's edges in `plane`, a row (x1, y1, x2, y2) each, every ring's (holes and
+        islands among them), for the bulk decision's edge table (services/core/bulk.py). A ring
+        kept flat as x, y, x, y, ... holds them already: row k is its items 2k to 2k+3, read as
+        overlapping windows and copied once."""
         windows = []
         for ring in itertools.chain.from_iterable(self._parts):
             flat = np.frombuffer(ring, dtype=np.float64)
@@ -155,15 +136,8 @@ class PolygonShape:
         outside_box = max(minx - x, x - maxx, miny - y, y - maxy)
         if outside_box >= within:
             return outside_box  # a lower bound, and far enough that nobody needs more
-        if self._parts is not None:
-            return signed_distance_to_rings(itertools.chain.from_iterable(self._parts), x, y)
-        assert self._geos is not None
-        metric, boundary = self._geos
-        edge = float(shapely.distance(boundary, shapely.Point(x, y)))
-        return -edge if bool(shapely.contains_xy(metric, x, y)) else edge
+        return signed_distance_to_rings(itertools.chain.from_iterable(self._parts), x, y)
 
-
-SMALL_POLYGON_VERTICES = 20
 
 # Per part, its rings (shell first, then holes), each closed: as (x, y) lists, and as flat
 # x, y, x, y, ... arrays.
@@ -258,7 +232,7 @@ def compile_polygon(geometry: dict[str, Any]) -> PolygonShape:
         raise ZoneGeometryError("geometry.coordinates", f"invalid: {explain_validity(metric)}")
     if metric.area < MIN_AREA_M2:
         raise ZoneGeometryError("geometry.coordinates", "zero area")
-    shape = PolygonShape(metric, plane, rings)
+    shape = PolygonShape(plane, rings)
     minx, miny, maxx, maxy = shape.xy_bounds
     if max(maxx - minx, maxy - miny) > MAX_EXTENT_M:
         raise ZoneGeometryError(

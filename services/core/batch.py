@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
@@ -297,8 +298,12 @@ class Partition:
             | {name: (np.int64, fill) for name, fill in ZONE_INTS.items()}
             | {name: (np.bool_, False) for name in ZONE_BOOLS}
         )
-        # The edges of the small polygons a fix came near the box of: most never see one.
+        # The edges of the polygons a fix came near the box of: most never see one. A shape
+        # many orders name (a municipality) has one copy, found here by the shape.
         self._edges = _Columns({name: (np.float64, math.nan) for name in EDGE_FLOATS})
+        self._edge_ranges: weakref.WeakKeyDictionary[PolygonShape, tuple[int, int]] = (
+            weakref.WeakKeyDictionary()
+        )
         # Orders whose state objects changed since their last checkpoint (not only their tracks).
         self._restated: set[int] = set()
         self._schedule_rows: dict[bytes, int] = {}
@@ -462,7 +467,7 @@ class Partition:
                 )
                 z["radius_m"][row] = math.nan
                 z["minx"][row], z["miny"][row], z["maxx"][row], z["maxy"][row] = shape.xy_bounds
-                z["small_polygon"][row] = shape.is_small
+                z["polygon"][row] = True
             else:  # an unknown shape: never quiet, always the scalar path
                 z["radius_m"][row] = math.nan
                 z["minx"][row] = z["miny"][row] = -math.inf
@@ -717,7 +722,7 @@ class Partition:
 
     def _decide_in_bulk(self, batch: SignalBatch, now: float) -> tuple[Bool, I64]:
         """Which signals need the scalar path (services/core/bulk.py); the quiet ones' tracks
-        are moved. A pass that comes near a small polygon without its edges sets that order
+        are moved. A pass that comes near a polygon without its edges sets that order
         aside; the edges are added and the orders set aside go again, from where they were."""
         n, rules = len(batch), self.rules
         slow, steady = np.zeros(n, dtype=np.bool_), np.full(n, -1, dtype=np.int64)
@@ -794,13 +799,16 @@ class Partition:
         return first, _offset_table(first, last)
 
     def _add_edges(self, row: int, i: int) -> None:
-        """The edges of the small polygon in zone row `row` of order `i` into the edge table,
-        the first time a fix comes near its box."""
+        """The edges of the polygon in zone row `row` of order `i` into the edge table, the
+        first time a fix comes near its box, or its copy already there."""
         if self._zones.col["edge_count"][row]:
             return  # added for an earlier pass
         shape = self.orders[i].zones[row - int(self._orders.col["zone_start"][i])].shape
         assert isinstance(shape, PolygonShape)
-        rows = shape.edge_rows()
-        first = self._edges.add(len(rows))
-        self._edges.matrix(_FLOAT64)[first : first + len(rows)] = rows
-        self._zones.col["edge_start"][row], self._zones.col["edge_count"][row] = first, len(rows)
+        known = self._edge_ranges.get(shape)
+        if known is None:
+            rows = shape.edge_rows()
+            first = self._edges.add(len(rows))
+            self._edges.matrix(_FLOAT64)[first : first + len(rows)] = rows
+            known = self._edge_ranges[shape] = (first, len(rows))
+        self._zones.col["edge_start"][row], self._zones.col["edge_count"][row] = known

@@ -55,12 +55,12 @@ ZONE_FLOATS = (
     "lat0", "lon0", "kx", "ky", "radius_m", "minx", "miny", "maxx", "maxy", "buffer",
     "breach_since",  # of the zone's open episode (NaN: none, or not a breach)
 )  # fmt: skip
-# Each with the fill of new rows. A small polygon's edges go into the edge table when a fix
-# first comes near its box: until then `edge_count` is 0 and the pass asks for them.
+# Each with the fill of new rows. A polygon's edges go into the edge table when a fix first
+# comes near its box: until then `edge_count` is 0 and the pass asks for them.
 # `episode`: what the zone's open episode says, as an EPISODE_* code (services/core/batch.py
 # writes it after the scalar path).
 ZONE_INTS = {"schedule_row": -1, "edge_start": 0, "edge_count": 0, "episode": 0}
-ZONE_BOOLS = ("presence", "small_polygon")
+ZONE_BOOLS = ("presence", "polygon")
 EDGE_FLOATS = ("x1", "y1", "x2", "y2")
 
 NO_SLOT = -1
@@ -104,10 +104,10 @@ assert ZONE_FLOATS.index("breach_since") == _Z_BREACH_SINCE
 _Z_SCHEDULE, _Z_EDGE_START, _Z_EDGE_COUNT, _Z_EPISODE = range(4)
 assert tuple(ZONE_INTS) == ("schedule_row", "edge_start", "edge_count", "episode")
 _OTHER_EPISODES = ORDER_INTS.index("other_episodes")
-_Z_PRESENCE, _Z_SMALL = ZONE_BOOLS.index("presence"), ZONE_BOOLS.index("small_polygon")
+_Z_PRESENCE, _Z_POLYGON = ZONE_BOOLS.index("presence"), ZONE_BOOLS.index("polygon")
 
 # What a zone check found: nothing for the scalar path (clear of every zone, or steady in the
-# zones with an episode), something for it, or a small polygon without its edges yet.
+# zones with an episode), something for it, or a polygon without its edges yet.
 _STEADY, _NEAR, _MISSING = 0, 1, 2
 # A fix's level against a zone (services.core.engine), or _DOUBT within QUIET_MARGIN of a limit
 _DOUBT, _L_CLEAR, _L_WARNING, _L_POSSIBLE, _L_CERTAIN = -1, 0, 1, 2, 3
@@ -180,7 +180,7 @@ def _zones_reached(
     """What a subject fix in force does to the zones in the rows from `first`: (_STEADY, the
     mask of zones it is at least possibly inside) when it leaves every zone without an episode
     clear and every open episode as it is but for its counters; (_NEAR, 0) when the scalar
-    path must decide; (_MISSING, its row) for a small polygon whose edges are not in the table
+    path must decide; (_MISSING, its row) for a polygon whose edges are not in the table
     yet."""
     minute = -2  # not looked up yet
     mask = 0
@@ -216,14 +216,14 @@ def _zones_reached(
             or dy - zone_f[z, _Z_MAXY] >= reach
         ):
             distance = math.inf
-        elif zone_b[z, _Z_SMALL]:
+        elif zone_b[z, _Z_POLYGON]:
             edge_count = zone_i[z, _Z_EDGE_COUNT]
             if edge_count == 0:
                 return _MISSING, z
             start = zone_i[z, _Z_EDGE_START]
             distance = signed_distance_to_edges(edges, start, edge_count, dx, dy)
         if distance != distance:
-            return _NEAR, 0  # a large polygon within reach of its box: GEOS, in the scalar path
+            return _NEAR, 0  # an unknown shape: the scalar path
         # Being outside is the breach of a presence zone: the disc against its complement.
         level, warning_certain = _level(-distance if presence else distance, accuracy, buffer)
         if not _steady_in(
@@ -298,7 +298,7 @@ def decide(
     `steady` entry is the mask of zones it is at least possibly inside (the caller moves the
     order's state objects), -1 stays for every other signal.
 
-    A signal of an order that reaches a small polygon without its edges is set aside, with
+    A signal of an order that reaches a polygon without its edges is set aside, with
     everything after it of that order, in `deferred`, and (zone row, order row) in `missing`:
     the caller adds the edges and runs this again on `deferred`. Returns both counts."""
     m = QUIET_MARGIN

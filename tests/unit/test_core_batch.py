@@ -14,13 +14,14 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geo.shapes import PolygonShape
 from schemas.wire import Alert
 from services.core import apply_order, evaluate, new_state, tick
 from services.core.batch import SCALAR_BELOW, Partition, TrackRows
 from services.core.bulk import compile_now, compiled_versions
 from services.core.config import RuleConfig
 from services.core.model import CompiledOrder, Fix, OrderState, Signal, SignalRejected
-from tests.support.orders import T0, circle, compiled, event, fix, square
+from tests.support.orders import T0, at, circle, compiled, event, fix, square
 
 CONTACT = [{"protected_person_id": "V-1", "min_distance_m": 300, "warning_distance_m": 600}]
 
@@ -47,6 +48,24 @@ def _donut(
     return outer
 
 
+def _star(zone_id: str, x: float, y: float, radii: list[float], **extra: Any) -> dict[str, Any]:
+    """A star-shaped polygon of len(radii) vertices around (x, y): bigger than a square."""
+    n = len(radii)
+    angles = [2 * math.pi * k / n for k in range(n)]
+    ring = [
+        list(reversed(at(x + r * math.cos(a), y + r * math.sin(a))))
+        for a, r in zip(angles, radii, strict=True)
+    ]
+    return {
+        "zone_id": zone_id,
+        "kind": extra.pop("kind", "area_ban"),
+        "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+        **extra,
+    }
+
+
+# 48 vertices, a polygon as big as a simplified municipality's
+STAR = [450.0 if k % 2 else 300.0 for k in range(48)]
 ORDERS = [
     _order_a(),
     # The same ankle monitor in a second order: an always-on presence obligation (a polygon), and
@@ -64,7 +83,10 @@ ORDERS = [
     compiled(
         order_id="BB-C",
         subject_device="EB-2002",
-        zones=[circle("c2", 300, 300, 250, warning_buffer_m=100)],
+        zones=[
+            circle("c2", 300, 300, 250, warning_buffer_m=100),
+            _star("star", -1200, 0, STAR, warning_buffer_m=50),
+        ],
         valid_until=T0 + 3000,
     ),
     # A subject who must stay on the grounds but out of the yard in their middle: being in the
@@ -294,6 +316,7 @@ LINGERING = compiled(
     zones=[
         circle("ring", 0, 0, 200, warning_buffer_m=150),
         square("block", 900, 0, 200, warning_buffer_m=100),
+        _star("star", 300, -500, STAR, warning_buffer_m=80),
     ],
 )  # fmt: skip
 
@@ -387,6 +410,37 @@ def test_quiet_fixes_are_decided_in_bulk_and_loud_ones_by_the_engine() -> None:
     assert [(a.rule, a.zone_id, a.status) for a in outcome.alerts] == [
         ("location_ban", "c2", "open")
     ]
+
+
+def test_a_municipality_two_orders_name_is_decided_in_bulk_from_one_copy_of_its_edges() -> None:
+    """A municipality is a large polygon (hundreds of vertices), and a subject who must stay in
+    Utrecht is inside its box all day: those fixes are decided in bulk like any other, by the
+    municipality's edges, which the two orders naming it share in the edge table."""
+    city = {"zone_id": "city", "kind": "presence_obligation", "municipality_code": "GM0344"}
+    orders = [
+        compiled(order_id=f"BB-U{k}", subject_device=f"EB-70{k}", zones=[city], victim_device=None)
+        for k in (1, 2)
+    ]  # fmt: skip
+    shape = orders[0].zones[0].shape
+    assert isinstance(shape, PolygonShape) and shape is orders[1].zones[0].shape
+    assert shape.signed_distance(*at(0, 0)) < -1000  # the Domplein: deep inside Utrecht
+    partition = Partition(scalar_below=0)
+    for order in orders:
+        partition.upsert(order, T0)
+    items: list[tuple[str, Signal]] = [
+        (order.order_id, fix(30 * n, -20 * n, T0 + n, 10.0, device=f"EB-70{k}"))
+        for n in range(20)
+        for k, order in ((1, orders[0]), (2, orders[1]))
+    ]
+    outcome = partition.evaluate(partition.batch(items), T0 + 30)
+    assert outcome.quiet == len(items) and outcome.alerts == []
+    for k, order in enumerate(orders):
+        state = new_state(order, T0)
+        for order_id, signal in items:
+            if order_id == order.order_id:
+                state, _ = evaluate(state, signal, order, T0 + 30)
+        assert partition.export_state(k) == state
+    assert partition._edges.size == len(shape.edge_rows()) > 50  # one copy for both orders
 
 
 def test_a_fix_waiting_for_a_polygons_edges_keeps_its_place_before_later_fixes() -> None:

@@ -17,11 +17,11 @@ from geo.edges import signed_distance_to_edges, signed_distance_to_rings
 from geo.index import ZoneIndex
 from geo.projection import LocalPlane, fast_distance_m, haversine_m
 from geo.shapes import (
-    SMALL_POLYGON_VERTICES,
     CircleShape,
     PolygonShape,
     ZoneGeometryError,
     compile_polygon,
+    municipality_shape,
 )
 from services.core.engine import CERTAIN, CLEAR, POSSIBLE, WARNING, disc_level
 
@@ -156,7 +156,7 @@ def edge_rows(zone: Polygon | MultiPolygon) -> list[tuple[float, float, float, f
 def test_edge_distance_matches_geos(zone: Polygon | MultiPolygon, x: float, y: float) -> None:
     """The compiled edge loop that the core's bulk decision runs over its edge table and small
     polygons run over their rings, against GEOS on the same rings: holes and islands included,
-    whatever the vertex count (it is only used up to SMALL_POLYGON_VERTICES). It reads only its
+    whatever the vertex count. It reads only its
     own rows of the edge table: the rows around them pass through the point and would give 0."""
     assume(zone.is_valid)
     edge = zone.boundary.distance(Point(x, y))
@@ -166,7 +166,7 @@ def test_edge_distance_matches_geos(zone: Polygon | MultiPolygon, x: float, y: f
     edges = np.array(decoy + own + decoy, dtype=np.float64)
     got = signed_distance_to_edges(edges, len(decoy), len(own), x, y)
     assert got == pytest.approx(truth, abs=1e-6)
-    # the same loop over the rings as a small polygon keeps them, flat
+    # the same loop over the rings as a polygon keeps them, flat
     polygons = [zone] if isinstance(zone, Polygon) else list(zone.geoms)
     rings = [
         array("d", itertools.chain.from_iterable(ring.coords))
@@ -176,24 +176,30 @@ def test_edge_distance_matches_geos(zone: Polygon | MultiPolygon, x: float, y: f
     assert signed_distance_to_rings(rings, x, y) == pytest.approx(truth, abs=1e-6)
 
 
-def test_small_and_large_polygons_take_each_path() -> None:
-    """Both paths of `signed_distance` are live: the vertex limit splits the shapes this file's
-    property tests draw, and a point on the edge is 0.0 either way."""
+def test_polygons_of_any_size_are_measured_by_their_edges() -> None:
+    """No vertex limit sends a polygon elsewhere: a square, a donut, a star of 300 vertices and
+    a municipality are each measured by the compiled loop over their rings, as GEOS measures
+    them, and give the bulk decision's edge table the rows GEOS's rings give. A point on the
+    edge is 0.0."""
     plane = LocalPlane.at(52.09, 5.12)
     square = Polygon([(0, 0), (100, 0), (100, 100), (0, 100)])
-    many = Polygon(star(0, 0, [500.0] * (SMALL_POLYGON_VERTICES + 5), 0.0))
+    many = Polygon(star(0, 0, [500.0 + 40 * (k % 3) for k in range(300)], 0.0))
     donut = Polygon(square.exterior.coords, [[(40, 40), (60, 40), (60, 60), (40, 60)]])
-    for zone, small in ((square, True), (donut, True), (many, False)):
-        shape = compile_polygon(to_geojson(zone, plane))
-        assert (int(shapely.get_num_coordinates(shape.metric)) <= SMALL_POLYGON_VERTICES) == small
-        for x, y in ((0.0, 0.0), (-600.0, 10.0), (520.0, 3.0)):
-            lat, lon = plane.to_latlon(x, y)
+    shapes = [compile_polygon(to_geojson(zone, plane)) for zone in (square, donut, many)]
+    shapes.append(municipality_shape("GM0344"))  # Utrecht
+    assert int(shapely.get_num_coordinates(shapes[2].metric)) == 301
+    for shape in shapes:
+        metric = shape.metric
+        minx, miny, maxx, maxy = shape.xy_bounds
+        # about the shape, wherever it lies: outside, inside, in a hole
+        for fx, fy in ((0.5, 0.5), (-0.2, 0.5), (0.5, 1.3), (0.01, 0.02), (0.9, 0.7)):
+            px, py = minx + fx * (maxx - minx), miny + fy * (maxy - miny)
+            lat, lon = shape.plane.to_latlon(px, py)
             px, py = shape.plane.to_xy(lat, lon)
-            edge = shape.metric.boundary.distance(Point(px, py))
-            truth = -edge if shape.metric.contains(Point(px, py)) else edge
+            edge = metric.boundary.distance(Point(px, py))
+            truth = -edge if metric.contains(Point(px, py)) else edge
             assert shape.signed_distance(lat, lon) == pytest.approx(truth, abs=1e-6)
-        if small:  # the bulk decision's edge table rows, read from the rings as kept
-            assert shape.edge_rows().tolist() == [list(row) for row in edge_rows(shape.metric)]
+        assert shape.edge_rows().tolist() == [list(row) for row in edge_rows(metric)]
     edges = np.array(edge_rows(square), dtype=np.float64)
     on_edge = signed_distance_to_edges(edges, 0, len(edges), 50.0, 0.0)
     assert (on_edge, math.copysign(1.0, on_edge)) == (0.0, 1.0)  # 0.0, not -0.0
