@@ -33,7 +33,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from geo.edges import compiled, signed_distance_to_edges, signed_distance_to_rings
+from geo.edges import compiled, prefetch_row, signed_distance_to_edges, signed_distance_to_rings
 from geo.projection import fast_distance_m, wrap_longitude_delta
 from services.core.schedule import minute_of_week
 
@@ -82,6 +82,9 @@ _BREACH_POSSIBLE, _CRITICAL_POSSIBLE = 3, 5
 _CERTAIN_CODES = (4, 6)  # a certain breach, or a critical one
 # Zones a steady fix's mask can name; an order with more takes the scalar path near them.
 MASK_ZONES = 62
+# Signals: the bulk decision asks for the rows of the signal this far ahead while deciding one
+# (its zone rows at half the distance, once its order row has come).
+PREFETCH_AHEAD = 16
 
 # numba reads module globals as constants at compile time.
 _LAST_T, _GOOD_T = TRACK_FLOATS.index("last_t"), TRACK_FLOATS.index("good_t")
@@ -270,7 +273,10 @@ def subject_slots(
     up. One compiled pass: the dozen numpy calls it replaces cost ~20 us a partition batch of
     live traffic, a few signals each."""
     left = 0
-    for j in range(len(order)):
+    count = len(order)
+    for j in range(count):
+        if j + PREFETCH_AHEAD < count:
+            prefetch_row(order_i, order[j + PREFETCH_AHEAD])
         i = order[j]
         from_subject = order_i[i, _SUBJECT_HASH] == device_hash[j]
         if from_subject:
@@ -280,6 +286,30 @@ def subject_slots(
             left += 1
         forced_slow[j] = not is_fix[j] or subject[j] != from_subject
     return left
+
+
+@compiled
+def _prefetch_order(
+    order_f: F64, order_i: I64, order_b: Bool, slot_f: F64, slot_b: Bool, order: I64,
+    slot: I64, j: int,
+) -> None:  # fmt: skip
+    """Ask early for the order and track rows signal `j` will read (see `prefetch_row`)."""
+    i = order[j]
+    prefetch_row(order_f, i)
+    prefetch_row(order_i, i)
+    prefetch_row(order_b, i)
+    prefetch_row(slot_f, slot[j])
+    prefetch_row(slot_b, slot[j])
+
+
+@compiled
+def _prefetch_zones(order_i: I64, zone_f: F64, zone_i: I64, zone_b: Bool, i: int) -> None:
+    """Ask early for the zone rows of order `i`."""
+    first = order_i[i, _ZONE_START]
+    for z in range(first, first + order_i[i, _ZONE_COUNT]):
+        prefetch_row(zone_f, z)
+        prefetch_row(zone_i, z)
+        prefetch_row(zone_b, z)
 
 
 @compiled
@@ -303,7 +333,17 @@ def decide(
     the caller adds the edges and runs this again on `deferred`. Returns both counts."""
     m = QUIET_MARGIN
     n_deferred = n_missing = 0
-    for j in positions:
+    count = len(positions)
+    for p in range(count):
+        if p + PREFETCH_AHEAD < count:
+            _prefetch_order(order_f, order_i, order_b, slot_f, slot_b, order, slot,
+                            positions[p + PREFETCH_AHEAD])  # fmt: skip
+        if p + PREFETCH_AHEAD // 2 < count:
+            # its order row asked for half the distance ago: the zone rows it names
+            _prefetch_zones(
+                order_i, zone_f, zone_i, zone_b, order[positions[p + PREFETCH_AHEAD // 2]]
+            )
+        j = positions[p]
         i = order[j]
         mark = order_marks[i]
         if mark == SLOW:
