@@ -141,6 +141,20 @@ def _ring_share(ring: Any, x: float, y: float) -> tuple[float, bool]:
     return nearest_sq, odd
 
 
+@compiled
+def write_ring_edges(edges: F64, first: int, ring: Any) -> int:
+    """The edges of a closed ring given flat as x, y, x, y, ... (an array.array) into rows
+    (x1, y1, x2, y2) of `edges` from row `first`; returns how many. Written in place: the
+    bulk decision adds a polygon's edges mid-batch, and numpy's windows and copies of a small
+    ring cost ~10 us of fixed calls."""
+    count = len(ring) // 2 - 1
+    for k in range(count):
+        row = first + k
+        edges[row, 0], edges[row, 1] = ring[2 * k], ring[2 * k + 1]
+        edges[row, 2], edges[row, 3] = ring[2 * k + 2], ring[2 * k + 3]
+    return count
+
+
 def signed_distance_to_rings(rings: Iterable[array[float]], x: float, y: float) -> float:
     """`signed_distance_to_edges` over a polygon kept as its rings (every ring of every part),
     read where they are: a small polygon measured from Python needs no edge table of its own,

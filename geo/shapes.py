@@ -24,7 +24,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.validation import explain_validity
 
 from geo import municipalities
-from geo.edges import signed_distance_to_rings
+from geo.edges import signed_distance_to_rings, write_ring_edges
 from geo.projection import MAX_ABS_LATITUDE, LocalPlane, wrap_longitude_delta
 
 F64 = npt.NDArray[np.float64]
@@ -89,7 +89,7 @@ class PolygonShape:
     # No copy of the GeoJSON it came from: at 100k orders that was ~60 MB nobody read (the
     # order's own record keeps it). A weak reference: the core shares one copy of a shape's
     # edge rows between the orders that name it (a municipality), for as long as it lives.
-    __slots__ = ("__weakref__", "_parts", "bounds", "plane", "xy_bounds")
+    __slots__ = ("__weakref__", "_parts", "bounds", "edge_count", "plane", "xy_bounds")
 
     def __init__(self, plane: LocalPlane, rings: _MetricRings) -> None:
         """`rings`: the polygon's coordinates in `plane`, per part shell first."""
@@ -102,6 +102,8 @@ class PolygonShape:
         min_lat, min_lon = plane.to_latlon(minx, miny)
         max_lat, max_lon = plane.to_latlon(maxx, maxy)
         self.bounds = (min_lon, min_lat, max_lon, max_lat)
+        # How many edges all its rings have (each is closed): the rows `write_edges` writes.
+        self.edge_count = sum(len(ring) - 1 for part in rings for ring in part)
         self._parts: _FlatParts = tuple(
             tuple(array("d", itertools.chain.from_iterable(ring)) for ring in part)
             for part in rings
@@ -116,19 +118,18 @@ class PolygonShape:
             polygons.append(Polygon(shell, holes))
         return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
 
-    def edge_rows(self) -> F64:
+    def write_edges(self, edges: F64, first: int) -> None:
         """The polygon's edges in `plane`, a row (x1, y1, x2, y2) each, every ring's (holes and
-        islands among them), for the bulk decision's edge table (services/core/bulk.py). A ring
-        kept flat as x, y, x, y, ... holds them already: row k is its items 2k to 2k+3, read as
-        overlapping windows and copied once."""
-        windows = []
+        islands among them), into `edges` from row `first`: the bulk decision's edge table
+        (services/core/bulk.py) takes them when a fix first comes near the polygon."""
         for ring in itertools.chain.from_iterable(self._parts):
-            flat = np.frombuffer(ring, dtype=np.float64)
-            step = flat.strides[0]
-            windows.append(np.lib.stride_tricks.as_strided(
-                flat, shape=(len(flat) // 2 - 1, 4), strides=(2 * step, step), writeable=False
-            ))  # fmt: skip
-        return windows[0].copy() if len(windows) == 1 else np.concatenate(windows)
+            first += write_ring_edges(edges, first, ring)
+
+    def edge_rows(self) -> F64:
+        """`write_edges` into an array of their own."""
+        rows = np.empty((self.edge_count, 4), dtype=np.float64)
+        self.write_edges(rows, 0)
+        return rows
 
     def signed_distance(self, lat: float, lon: float, within: float = math.inf) -> float:
         x, y = self.plane.to_xy(lat, lon)

@@ -807,8 +807,8 @@ class Partition:
         assert isinstance(shape, PolygonShape)
         known = self._edge_ranges.get(shape)
         if known is None:
-            rows = shape.edge_rows()
-            first = self._edges.add(len(rows))
-            self._edges.matrix(_FLOAT64)[first : first + len(rows)] = rows
-            known = self._edge_ranges[shape] = (first, len(rows))
+            count = shape.edge_count
+            first = self._edges.add(count)
+            shape.write_edges(self._edges.matrix(_FLOAT64), first)
+            known = self._edge_ranges[shape] = (first, count)
         self._zones.col["edge_start"][row], self._zones.col["edge_count"][row] = known

@@ -33,7 +33,13 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from geo.edges import compiled, prefetch_row, signed_distance_to_edges, signed_distance_to_rings
+from geo.edges import (
+    compiled,
+    prefetch_row,
+    signed_distance_to_edges,
+    signed_distance_to_rings,
+    write_ring_edges,
+)
 from geo.projection import fast_distance_m, wrap_longitude_delta
 from services.core.schedule import minute_of_week
 
@@ -420,9 +426,9 @@ def decide(
 
 
 def compile_now() -> None:
-    """Compile `decide` for the argument types a `Partition` passes, and the ring distance for
-    the scalar path's calls (or load them from numba's cache) before a batch needs them: ~2 s
-    the first time, ~0.4 s from the cache."""
+    """Compile `decide` for the argument types a `Partition` passes, and the ring distance and
+    edge copy for the scalar path's and the edge table's calls (or load them from numba's
+    cache) before a batch needs them: ~2 s the first time, ~0.4 s from the cache."""
     f64 = np.zeros((1, 1), dtype=np.float64)
     i64 = np.zeros((1, 1), dtype=np.int64)
     flag = np.zeros((1, 1), dtype=np.bool_)
@@ -433,7 +439,9 @@ def compile_now() -> None:
         f64, i64, flag, f64, flag, f64, i64, flag, f64, flag, 0, no_f64, 0.0, 0.0, 0.0, 0.0,
         0.0, no_flag, no_i64, np.zeros(0, np.int8), no_i64, np.zeros((0, 2), np.int64),
     )  # fmt: skip
-    signed_distance_to_rings([array("d", (0.0, 0.0, 1.0, 0.0, 0.0, 0.0))], 0.0, 0.0)  # as shapes do
+    ring = array("d", (0.0, 0.0, 1.0, 0.0, 0.0, 0.0))
+    signed_distance_to_rings([ring], 0.0, 0.0)  # as shapes do
+    write_ring_edges(np.zeros((2, 4)), 0, ring)  # as a polygon's first time near a fix does
 
 
 def compiled_versions() -> int:
