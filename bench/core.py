@@ -10,7 +10,8 @@ with 5-30 m accuracy, in event-time order. Every run measures in the same proces
   in the evaluator;
 - one by one: `evaluate` per fix, for reference (its alert count must equal the batch path's);
 - naive: shapely `contains` of the raw point over every zone of the order, no prepared geometry,
-  no bounding boxes (circles as 64-gon polygons), nothing else;
+  no bounding boxes (circles as 64-gon polygons), nothing else; timed batch by batch in turn
+  with the engine over the same fixes, so that the machine's drift weighs on both alike;
 - PostGIS: one `ST_Contains` query per fix against the real PostgreSQL, when PostGIS is there.
 """
 
@@ -181,6 +182,64 @@ def _naive_zone(zone: dict[str, Any]) -> Any:
     return shape(geometry)
 
 
+@dataclass
+class Timed:
+    """The batch path and the naive baseline over the same fixes, timed batch by batch."""
+
+    build_s: float = 0.0  # building the column batches
+    decide_s: float = 0.0  # deciding them
+    naive_s: float = 0.0
+    alerts: int = 0
+    quiet: int = 0  # fixes decided in bulk
+    naive_hits: int = 0
+
+
+def run_batch_and_naive(work: Workload, batch_size: int) -> Timed:
+    """The batch path (`Partition.batch` then `Partition.evaluate`) and the naive baseline, a
+    batch of fixes each in turn, the one that goes first alternating. Measured one after the
+    other, each over every fix, the ratio moved by up to 40% between two runs of the same code
+    on this shared 2-core machine (its speed drifts over seconds); interleaved, a slow spell
+    weighs on both alike. Building is what the evaluator does with every decoded record."""
+    partition = Partition()
+    for order in work.orders:
+        partition.upsert(order, T0)
+    # Each pair has its own copy of the order id, as each record the evaluator decodes does;
+    # sharing the order's own string object is an input the service never sees.
+    items = [(work.orders[i].order_id.encode().decode(), fix) for i, fix in work.fixes]
+    timed = Timed()
+    gc.collect()
+    for k, lo in enumerate(range(0, len(items), batch_size)):
+        if k % 2:
+            _naive_batch(work, lo, lo + batch_size, timed)
+        chunk = items[lo : lo + batch_size]
+        start = time.perf_counter()
+        batch = partition.batch(chunk)
+        built = time.perf_counter()
+        outcome = partition.evaluate(batch, chunk[-1][1].t)
+        timed.decide_s += time.perf_counter() - built
+        timed.build_s += built - start
+        timed.alerts += len(outcome.alerts)
+        timed.quiet += outcome.quiet
+        if not k % 2:
+            _naive_batch(work, lo, lo + batch_size, timed)
+    return timed
+
+
+def _naive_batch(work: Workload, lo: int, hi: int, timed: Timed) -> None:
+    """The naive baseline over fixes `lo` to `hi`: shapely `contains` of the raw point over
+    every zone of the fix's order."""
+    hits = 0
+    zones = work.naive_zones
+    start = time.perf_counter()
+    for i, fix in work.fixes[lo:hi]:
+        point = Point(fix.lon, fix.lat)
+        for zone in zones[i]:
+            if zone.contains(point):
+                hits += 1
+    timed.naive_s += time.perf_counter() - start
+    timed.naive_hits += hits
+
+
 def run_engine(work: Workload) -> tuple[float, int]:
     states: list[OrderState] = [new_state(order, T0) for order in work.orders]
     orders = work.orders
@@ -191,44 +250,6 @@ def run_engine(work: Workload) -> tuple[float, int]:
         states[i], out = evaluate(states[i], fix, orders[i], fix.t)
         alerts += len(out)
     return time.perf_counter() - start, alerts
-
-
-def run_batch(work: Workload, batch_size: int) -> tuple[float, float, int, int]:
-    """The batch path: (seconds building column batches, seconds deciding them, alerts, fixes
-    decided in bulk). Building is what the evaluator does with every decoded record."""
-    partition = Partition()
-    for order in work.orders:
-        partition.upsert(order, T0)
-    # Each pair has its own copy of the order id, as each record the evaluator decodes does;
-    # sharing the order's own string object is an input the service never sees.
-    items = [(work.orders[i].order_id.encode().decode(), fix) for i, fix in work.fixes]
-    build_s = decide_s = 0.0
-    alerts = quiet = 0
-    gc.collect()
-    for lo in range(0, len(items), batch_size):
-        chunk = items[lo : lo + batch_size]
-        start = time.perf_counter()
-        batch = partition.batch(chunk)
-        built = time.perf_counter()
-        outcome = partition.evaluate(batch, chunk[-1][1].t)
-        decide_s += time.perf_counter() - built
-        build_s += built - start
-        alerts += len(outcome.alerts)
-        quiet += outcome.quiet
-    return build_s, decide_s, alerts, quiet
-
-
-def run_naive(work: Workload) -> tuple[float, int]:
-    hits = 0
-    zones = work.naive_zones
-    gc.collect()
-    start = time.perf_counter()
-    for i, fix in work.fixes:
-        point = Point(fix.lon, fix.lat)
-        for zone in zones[i]:
-            if zone.contains(point):
-                hits += 1
-    return time.perf_counter() - start, hits
 
 
 def run_postgis(work: Workload, limit: int) -> tuple[float, int] | str:
@@ -303,12 +324,13 @@ def main(
     for n in sizes:
         print(f"[bench core] building {n} orders and {n_fixes} fixes ...", file=sys.stderr)
         work = build(n, n_fixes)
-        build_s, decide_s, alerts, quiet = run_batch(work, batch_size)
+        timed = run_batch_and_naive(work, batch_size)
+        build_s, decide_s, naive_s = timed.build_s, timed.decide_s, timed.naive_s
+        alerts, quiet = timed.alerts, timed.quiet
         engine_s = build_s + decide_s
         one_by_one_s, one_by_one_alerts = run_engine(work)
         if alerts != one_by_one_alerts:
             raise SystemExit(f"batch path gave {alerts} alerts, evaluate {one_by_one_alerts}")
-        naive_s, _ = run_naive(work)
         row: dict[str, Any] = {
             "orders": n,
             "fixes": n_fixes,
