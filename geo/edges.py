@@ -44,14 +44,15 @@ def also_compiled(fn: _Fn) -> _Fn:
 @numba.extending.intrinsic
 def _prefetch_row(typingctx: Any, matrix: Any, row: Any) -> Any:
     """Compiled code only: ask the CPU to start loading row `row` of a C-ordered matrix (its
-    first and last byte, so a row across two cache lines comes whole) and go on at once. A pass
+    first and last byte, so a row across two cache lines comes whole), or item `row` of a
+    vector, and go on at once. A pass
     that reads rows at random from more memory than the caches hold waits ~100 ns a miss, one
     after another when each iteration's loads depend on the previous ones; asking for the rows
     of a later iteration early lets those waits overlap. An address past the end is harmless:
     a prefetch never faults."""
     if not (
         isinstance(matrix, types.Array)
-        and matrix.ndim == 2
+        and matrix.ndim in (1, 2)
         and matrix.layout == "C"
         and isinstance(row, types.Integer)
     ):
@@ -60,7 +61,7 @@ def _prefetch_row(typingctx: Any, matrix: Any, row: Any) -> Any:
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         array_type = signature.args[0]
         made = context.make_array(array_type)(context, builder, args[0])
-        row_stride = builder.extract_value(made.strides, 0)
+        row_stride = builder.extract_value(made.strides, 0)  # a row's bytes, or an item's
         index = context.cast(builder, args[1], signature.args[1], types.intp)
         start = builder.add(
             builder.ptrtoint(made.data, row_stride.type), builder.mul(index, row_stride)

@@ -41,6 +41,7 @@ from geo.edges import (
     write_ring_edges,
 )
 from geo.projection import fast_distance_m, wrap_longitude_delta
+from services.core.hashrows import HashRows
 from services.core.schedule import minute_of_week
 
 QUIET_MARGIN = 1e-6
@@ -442,6 +443,7 @@ def compile_now() -> None:
     ring = array("d", (0.0, 0.0, 1.0, 0.0, 0.0, 0.0))
     signed_distance_to_rings([ring], 0.0, 0.0)  # as shapes do
     write_ring_edges(np.zeros((2, 4)), 0, ring)  # as a polygon's first time near a fix does
+    HashRows().find(no_i64)  # as every batch does, for its orders' rows
 
 
 def compiled_versions() -> int:
