@@ -3,7 +3,8 @@
 Workload: N active orders of 3 zones each (a circular location ban, a polygon area ban, and a
 presence obligation with a night schedule, or a municipality area ban for every tenth order) plus
 a contact ban, homes spread over the Netherlands, fixes of random subjects wandering near home
-with 5-30 m accuracy, in event-time order. Every run measures in the same process:
+with 5-30 m accuracy, in event-time order. Every run measures in the same process, with the
+garbage-collector thresholds `breachwatch serve` sets (services/adapters/lifecycle.py):
 - engine: the batch path (`Partition.batch` + `Partition.evaluate`, 8192 signals a batch), with
   accuracy discs, episodes, outlier and lateness checks; building the column batch from the
   (order_id, signal) pairs, each with its own order id string, is inside the timing, as it is
@@ -37,6 +38,7 @@ from shapely.geometry import Point, shape
 from bench import plots
 from geo.projection import LocalPlane
 from schemas import wire
+from services.adapters.lifecycle import tune_garbage_collector
 from services.core import Fix, compile_order, evaluate, new_state
 from services.core.batch import Partition
 from services.core.bulk import compile_now
@@ -316,6 +318,25 @@ def main(
     plot_to: Path | None = None,
 ) -> dict[str, Any]:
     compile_now()  # the service compiles the bulk decision at start, not in a batch
+    thresholds = gc.get_threshold()
+    # As `breachwatch serve` runs the evaluator: with CPython's default thresholds a heap of
+    # 100k orders' objects is walked whole every time it grows by a quarter, and the pauses
+    # land on whatever allocates then (alerts, mostly). Every measurement of the run has it.
+    tune_garbage_collector()
+    try:
+        return _measure(sizes, n_fixes, postgis_fixes, as_json, batch_size, plot_to)
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def _measure(
+    sizes: list[int],
+    n_fixes: int,
+    postgis_fixes: int,
+    as_json: bool,
+    batch_size: int,
+    plot_to: Path | None,
+) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "batch_size": batch_size,
