@@ -41,15 +41,19 @@ def also_compiled(fn: _Fn) -> _Fn:
     return numba.extending.register_jitable(fn)
 
 
+# Iterations: a loop over rows read at random asks for the rows of the iteration this far
+# ahead (8, 16 and 32 measured alike in the bulk decision at 100k orders).
+PREFETCH_AHEAD = 16
+
+
 @numba.extending.intrinsic
 def _prefetch_row(typingctx: Any, matrix: Any, row: Any) -> Any:
     """Compiled code only: ask the CPU to start loading row `row` of a C-ordered matrix (its
     first and last byte, so a row across two cache lines comes whole), or item `row` of a
-    vector, and go on at once. A pass
-    that reads rows at random from more memory than the caches hold waits ~100 ns a miss, one
-    after another when each iteration's loads depend on the previous ones; asking for the rows
-    of a later iteration early lets those waits overlap. An address past the end is harmless:
-    a prefetch never faults."""
+    vector, and go on at once. A pass that reads rows at random from more memory than the
+    caches hold waits ~100 ns a miss, one after another when each iteration's loads depend on
+    the previous ones; asking for the rows of a later iteration (`PREFETCH_AHEAD`) early lets
+    those waits overlap. An address past the end is harmless: a prefetch never faults."""
     if not (
         isinstance(matrix, types.Array)
         and matrix.ndim in (1, 2)

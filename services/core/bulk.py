@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from geo.edges import (
+    PREFETCH_AHEAD,
     compiled,
     prefetch_row,
     signed_distance_to_edges,
@@ -89,9 +90,6 @@ _BREACH_POSSIBLE, _CRITICAL_POSSIBLE = 3, 5
 _CERTAIN_CODES = (4, 6)  # a certain breach, or a critical one
 # Zones a steady fix's mask can name; an order with more takes the scalar path near them.
 MASK_ZONES = 62
-# Signals: the bulk decision asks for the rows of the signal this far ahead while deciding one
-# (its zone rows at half the distance, once its order row has come).
-PREFETCH_AHEAD = 16
 
 # numba reads module globals as constants at compile time.
 _LAST_T, _GOOD_T = TRACK_FLOATS.index("last_t"), TRACK_FLOATS.index("good_t")
@@ -346,7 +344,7 @@ def decide(
             _prefetch_order(order_f, order_i, order_b, slot_f, slot_b, order, slot,
                             positions[p + PREFETCH_AHEAD])  # fmt: skip
         if p + PREFETCH_AHEAD // 2 < count:
-            # its order row asked for half the distance ago: the zone rows it names
+            # its order row asked for half the distance ago: now the zone rows it names
             _prefetch_zones(
                 order_i, zone_f, zone_i, zone_b, order[positions[p + PREFETCH_AHEAD // 2]]
             )

@@ -11,15 +11,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from geo.edges import compiled, prefetch_row
+from geo.edges import PREFETCH_AHEAD, compiled, prefetch_row
 
 I64 = npt.NDArray[np.int64]
 
 EMPTY = -1  # Python's hash() never gives -1
-
-
-# Keys: `_find` asks for the table slot of the key this far ahead while probing for one.
-_FIND_AHEAD = 16
 
 
 @compiled
@@ -30,8 +26,8 @@ def _find(table: I64, table_rows: I64, keys: I64, rows: I64) -> None:
     mask = len(table) - 1
     count = len(keys)
     for k in range(count):
-        if k + _FIND_AHEAD < count:
-            ahead = keys[k + _FIND_AHEAD] & mask
+        if k + PREFETCH_AHEAD < count:
+            ahead = keys[k + PREFETCH_AHEAD] & mask
             prefetch_row(table, ahead)
             prefetch_row(table_rows, ahead)
         key = keys[k]
