@@ -628,6 +628,7 @@ class BreachEvaluator:
         sources: list[ConsumerRecord[bytes, bytes]] = []
         rows: list[int] = []
         redelivered = 0
+        unsourced = False  # a signal whose order is not in `dirty` yet, if it is held
         row_of = held.core.index.get
         # One pass that keeps nothing of a decoded record: at a catch-up's 60k signals a batch,
         # records held to the batch's end cost the garbage collector ~0.8 us a signal.
@@ -645,6 +646,8 @@ class BreachEvaluator:
                     redelivered += 1
                     continue
                 dirty.add(row)  # its delivered offsets moved
+            else:
+                unsourced = True
             items.append((order_id, core_signal))
             sources.append(record)
             rows.append(row)
@@ -654,7 +657,9 @@ class BreachEvaluator:
         outcome = held.core.evaluate(held.core.batch(items, rows), now)
         for position, reason in outcome.rejected:
             await self._dead_letter(producer, sources[position], reason)
-        dirty |= outcome.touched
+        dirty |= outcome.scalar_touched
+        if unsourced:  # else every order a quiet fix moved is in `dirty` already
+            dirty.update(outcome.quiet_orders.tolist())
         return outcome.alerts
 
     async def _dead_letter(

@@ -230,8 +230,19 @@ class OrderCheckpoint(msgspec.Struct, frozen=True):  # a Struct: made for every 
 class BatchOutcome:
     alerts: list[Alert]  # in input order, as a fold of `evaluate` would give them
     rejected: list[tuple[int, str]]  # (input position, reason)
-    quiet: int  # fixes decided in bulk
-    touched: set[int]  # order indices whose state changed
+    quiet_orders: I64  # the order index of each fix decided in bulk (its track moved)
+    scalar_touched: set[int]  # order indices the scalar path took, whose state may have changed
+
+    @property
+    def quiet(self) -> int:
+        """Fixes decided in bulk."""
+        return len(self.quiet_orders)
+
+    @property
+    def touched(self) -> set[int]:
+        """Order indices whose state or tracks changed. The evaluator has the quiet ones'
+        already, from the signals' sources: a set of them made here cost ~0.1 us a signal."""
+        return self.scalar_touched | set(self.quiet_orders.tolist())
 
 
 def _track_floats(track: DeviceTrack) -> tuple[float, ...]:
@@ -646,16 +657,13 @@ class Partition:
     def evaluate(self, batch: SignalBatch, now: float) -> BatchOutcome:
         """Every signal of the batch, as `evaluate` one by one in batch order would."""
         if not batch.bulk:  # `batch` decided it, by `scalar_below`
-            return self._scalar_path(batch, np.arange(len(batch)), 0, set(), now)
+            return self._scalar_path(batch, np.arange(len(batch)), _NO_I64, now)
         slow, steady = self._decide_in_bulk(batch, now)
         self._carry_steady(batch, np.flatnonzero(steady >= 0), steady, now)
-        quiet = ~slow
-        return self._scalar_path(
-            batch, np.flatnonzero(slow), int(quiet.sum()), set(batch.order[quiet].tolist()), now
-        )
+        return self._scalar_path(batch, np.flatnonzero(slow), batch.order[~slow], now)
 
     def _scalar_path(
-        self, batch: SignalBatch, slow_at: I64, quiet: int, touched: set[int], now: float
+        self, batch: SignalBatch, slow_at: I64, quiet_orders: I64, now: float
     ) -> BatchOutcome:
         """`evaluate` one by one for the signals at `slow_at`; the rest were decided in bulk."""
         alerts: list[Alert] = []
@@ -678,9 +686,8 @@ class Partition:
         for i in scalar:
             self._settle(i)
         self._restated |= scalar
-        touched |= scalar
         rejected.sort()
-        return BatchOutcome(alerts, rejected, quiet, touched)
+        return BatchOutcome(alerts, rejected, quiet_orders, scalar)
 
     def tick(self, now: float) -> tuple[list[Alert], set[int]]:
         """Wall-clock timers of every order; only orders a timer may concern reach `tick`."""
