@@ -11,8 +11,9 @@ what an alert says. The pass classifies such a fix against each zone as
 services.core.engine.zone_level does, and finds it quiet (steady) when every zone without an
 episode stays clear and every episode stays as it is: a certain breach that stays certain and not
 yet critical, a warning that stays a warning of the same certainty, and so on
-(`_steady_in`). Such a fix only moves the episodes' counters, which the caller does on the
-state's objects. A breach that goes on for minutes then costs no `evaluate` per fix.
+(`_steady_in`). Such a fix only moves the episodes' counters, which this pass does in the zone
+rows; the order's state objects catch up from the columns when next read (services/core/batch.py).
+A breach that goes on for minutes then costs no `evaluate` per fix, nor any Python.
 
 numba compiles it to machine code (`geo.edges.compiled`; `compile_now` does it before the first
 batch). In numpy it took ~150 calls over the batch's arrays, six of them stable sorts to group
@@ -58,16 +59,22 @@ ORDER_INTS = (
     "subject_slot", "subject_hash", "partner_slot", "zone_start", "zone_count",
     "other_episodes",  # open episodes that are not of a zone (contact, signal, battery, tamper)
 )  # fmt: skip
-ORDER_BOOLS = ("revoked", "ended", "hot")
+# `stale`: a hot order whose state objects lag its columns, moved since by steady fixes
+ORDER_BOOLS = ("revoked", "ended", "hot", "stale")
+# The open episode's `breach_since` (NaN: none, or not a breach) and its counters, which a
+# steady fix moves (services.core.engine.count_observation): NaN for None.
+EPISODE_FLOATS = ("breach_since", "last_t", "possible_since", "outside_since")
 ZONE_FLOATS = (
     "lat0", "lon0", "kx", "ky", "radius_m", "minx", "miny", "maxx", "maxy", "buffer",
-    "breach_since",  # of the zone's open episode (NaN: none, or not a breach)
+    *EPISODE_FLOATS,
 )  # fmt: skip
 # Each with the fill of new rows. A polygon's edges go into the edge table when a fix first
 # comes near its box: until then `edge_count` is 0 and the pass asks for them.
 # `episode`: what the zone's open episode says, as an EPISODE_* code (services/core/batch.py
 # writes it after the scalar path).
-ZONE_INTS = {"schedule_row": -1, "edge_start": 0, "edge_count": 0, "episode": 0}
+ZONE_INTS = {
+    "schedule_row": -1, "edge_start": 0, "edge_count": 0, "episode": 0, "possible_count": 0
+}  # fmt: skip
 ZONE_BOOLS = ("presence", "polygon")
 EDGE_FLOATS = ("x1", "y1", "x2", "y2")
 
@@ -107,10 +114,14 @@ _ZONE_START, _ZONE_COUNT = ORDER_INTS.index("zone_start"), ORDER_INTS.index("zon
 _REVOKED, _HOT = ORDER_BOOLS.index("revoked"), ORDER_BOOLS.index("hot")
 _Z_LAT0, _Z_LON0, _Z_KX, _Z_KY, _Z_RADIUS = range(5)
 _Z_MINX, _Z_MINY, _Z_MAXX, _Z_MAXY, _Z_BUFFER, _Z_BREACH_SINCE = range(5, 11)
+_Z_LAST_T, _Z_POSSIBLE_SINCE, _Z_OUTSIDE_SINCE = range(11, 14)
 assert ZONE_FLOATS.index("radius_m") == _Z_RADIUS
 assert ZONE_FLOATS.index("breach_since") == _Z_BREACH_SINCE
-_Z_SCHEDULE, _Z_EDGE_START, _Z_EDGE_COUNT, _Z_EPISODE = range(4)
-assert tuple(ZONE_INTS) == ("schedule_row", "edge_start", "edge_count", "episode")
+assert ZONE_FLOATS.index("outside_since") == _Z_OUTSIDE_SINCE
+_Z_SCHEDULE, _Z_EDGE_START, _Z_EDGE_COUNT, _Z_EPISODE, _Z_POSSIBLE_COUNT = range(5)
+assert tuple(ZONE_INTS) == (
+    "schedule_row", "edge_start", "edge_count", "episode", "possible_count"
+)  # fmt: skip
 _OTHER_EPISODES = ORDER_INTS.index("other_episodes")
 _Z_PRESENCE, _Z_POLYGON = ZONE_BOOLS.index("presence"), ZONE_BOOLS.index("polygon")
 
@@ -329,9 +340,10 @@ def decide(
 ) -> tuple[int, int]:  # fmt: skip
     """Decide the signals at `positions` (ascending) of a batch, and move the tracks of the
     quiet ones. Sets `slow` for every signal the scalar path must take. A quiet signal of an
-    order with open zone episodes (hot) leaves them as they are but for their counters: its
-    `steady` entry is the mask of zones it is at least possibly inside (the caller moves the
-    order's state objects), -1 stays for every other signal.
+    order with open zone episodes (hot) leaves them as they are but for their counters, which
+    move in the zone rows: its `steady` entry is the mask of zones it is at least possibly
+    inside (the caller marks the order's state objects stale), -1 stays for every other
+    signal.
 
     A signal of an order that reaches a polygon without its edges is set aside, with
     everything after it of that order, in `deferred`, and (zone row, order row) in `missing`:
@@ -420,8 +432,33 @@ def decide(
         if subject[j] and in_force and battery[j] == battery[j]:
             slot_f[s, _BATTERY] = battery[j]
         if hot:
-            steady[j] = zones_at  # the caller moves the state's objects the same way
+            steady[j] = zones_at  # the caller marks the order's state objects stale
+            if subject[j] and in_force:
+                _count_observations(zone_f, zone_i, order_i[i, _ZONE_START],
+                                    order_i[i, _ZONE_COUNT], tj, zones_at)  # fmt: skip
     return n_deferred, n_missing
+
+
+@compiled
+def _count_observations(
+    zone_f: F64, zone_i: I64, first: int, count: int, t: float, zones_at: int
+) -> None:  # fmt: skip
+    """What a steady fix at `t` does to the open episodes of the zones in the rows from
+    `first` (services.core.engine.count_observation, and no longer outside), `zones_at` the
+    mask of those it is at least possibly inside."""
+    for k in range(count):
+        z = first + k
+        if zone_i[z, _Z_EPISODE] == EPISODE_NONE:
+            continue
+        zone_f[z, _Z_LAST_T] = t
+        if zones_at >> k & 1:
+            if math.isnan(zone_f[z, _Z_POSSIBLE_SINCE]):
+                zone_f[z, _Z_POSSIBLE_SINCE] = t
+            zone_i[z, _Z_POSSIBLE_COUNT] += 1
+        else:
+            zone_f[z, _Z_POSSIBLE_SINCE] = math.nan
+            zone_i[z, _Z_POSSIBLE_COUNT] = 0
+        zone_f[z, _Z_OUTSIDE_SINCE] = math.nan
 
 
 def compile_now() -> None:
