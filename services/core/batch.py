@@ -790,7 +790,8 @@ class Partition:
                 # as floats, whatever the settings gave: an int compiles the pass again
                 float(rules.max_future_skew_s), float(rules.battery_low_pct),
                 float(rules.max_speed_mps), float(rules.contact_window_s),
-                float(rules.critical_after_s), slow, steady, marks, deferred, missing,
+                float(rules.critical_after_s), float(rules.hysteresis_s), slow, steady, marks,
+                deferred, missing,
             )  # fmt: skip
             for row, i in sorted(set(map(tuple, missing[:n_missing].tolist()))):
                 self._add_edges(row, i)

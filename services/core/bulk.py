@@ -169,14 +169,19 @@ def _level(distance: float, accuracy: float, buffer: float) -> tuple[int, bool]:
 @compiled
 def _steady_in(
     episode: int, level: int, warning_certain: bool, t: float, breach_since: float,
-    critical_after_s: float,
+    outside_since: float, critical_after_s: float, hysteresis_s: float,
 ) -> bool:  # fmt: skip
     """A fix at `level` leaves the zone's open episode as it is but for its counters: no
     alert, no opening, closing or escalation (services.core.engine.step_episode)."""
     if episode == EPISODE_NONE:
         return level == _L_CLEAR
-    if episode == EPISODE_UNSTEADY or level in (_DOUBT, _L_CLEAR):
-        return False  # clear of an open episode: its hysteresis runs, the scalar path counts
+    if episode == EPISODE_UNSTEADY or level == _DOUBT:
+        return False
+    if level == _L_CLEAR:
+        # Clear of an episode sent: its hysteresis runs (from this fix, if it is the first
+        # clear one) and closes it once over, which the scalar path does.
+        since = t if outside_since != outside_since else outside_since
+        return t - since < hysteresis_s - QUIET_MARGIN
     if level == _L_WARNING:  # a warning never lowers what was sent, but may raise its certainty
         return episode != _WARNING_POSSIBLE or not warning_certain
     if episode < _BREACH_POSSIBLE:
@@ -194,15 +199,15 @@ def _steady_in(
 def _zones_reached(
     zone_f: F64, zone_i: I64, zone_b: Bool, edges: F64, masks: Bool,
     first: int, count: int, t: float, lat: float, lon: float, accuracy: float,
-    hour0: int, offsets: F64, critical_after_s: float,
-) -> tuple[int, int]:  # fmt: skip
+    hour0: int, offsets: F64, critical_after_s: float, hysteresis_s: float,
+) -> tuple[int, int, int]:  # fmt: skip
     """What a subject fix in force does to the zones in the rows from `first`: (_STEADY, the
-    mask of zones it is at least possibly inside) when it leaves every zone without an episode
-    clear and every open episode as it is but for its counters; (_NEAR, 0) when the scalar
-    path must decide; (_MISSING, its row) for a polygon whose edges are not in the table
-    yet."""
+    mask of zones it is at least possibly inside, the mask of those with an episode it is
+    clear of) when it leaves every zone without an episode clear and every open episode as it
+    is but for its counters; (_NEAR, 0, 0) when the scalar path must decide; (_MISSING, its
+    row, 0) for a polygon whose edges are not in the table yet."""
     minute = -2  # not looked up yet
-    mask = 0
+    mask = clear = 0
     for z in range(first, first + count):
         episode = zone_i[z, _Z_EPISODE]
         schedule = zone_i[z, _Z_SCHEDULE]
@@ -211,11 +216,19 @@ def _zones_reached(
             if minute == -2:
                 minute = _minute_of_week(t, hour0, offsets)
             if minute < 0:
-                return _NEAR, 0  # an hour the table does not cover: let the scalar path look
+                return _NEAR, 0, 0  # an hour the table does not cover: let the scalar path look
             if not masks[schedule, minute]:
                 # not in force now: clear, wherever the fix is
-                if not _steady_in(episode, level, False, t, math.nan, critical_after_s):
-                    return _NEAR, 0
+                outside_since = zone_f[z, _Z_OUTSIDE_SINCE]
+                if not _steady_in(
+                    episode, level, False, t, math.nan, outside_since, critical_after_s,
+                    hysteresis_s,
+                ):  # fmt: skip
+                    return _NEAR, 0, 0
+                if episode != EPISODE_NONE:
+                    if z - first >= MASK_ZONES:
+                        return _NEAR, 0, 0
+                    clear |= 1 << (z - first)
                 continue
         dx = wrap_longitude_delta(lon - zone_f[z, _Z_LON0]) * zone_f[z, _Z_KX]
         dy = (lat - zone_f[z, _Z_LAT0]) * zone_f[z, _Z_KY]
@@ -238,22 +251,26 @@ def _zones_reached(
         elif zone_b[z, _Z_POLYGON]:
             edge_count = zone_i[z, _Z_EDGE_COUNT]
             if edge_count == 0:
-                return _MISSING, z
+                return _MISSING, z, 0
             start = zone_i[z, _Z_EDGE_START]
             distance = signed_distance_to_edges(edges, start, edge_count, dx, dy)
         if distance != distance:
-            return _NEAR, 0  # an unknown shape: the scalar path
+            return _NEAR, 0, 0  # an unknown shape: the scalar path
         # Being outside is the breach of a presence zone: the disc against its complement.
         level, warning_certain = _level(-distance if presence else distance, accuracy, buffer)
         if not _steady_in(
-            episode, level, warning_certain, t, zone_f[z, _Z_BREACH_SINCE], critical_after_s
-        ):
-            return _NEAR, 0
-        if level >= _L_POSSIBLE:
+            episode, level, warning_certain, t, zone_f[z, _Z_BREACH_SINCE],
+            zone_f[z, _Z_OUTSIDE_SINCE], critical_after_s, hysteresis_s,
+        ):  # fmt: skip
+            return _NEAR, 0, 0
+        if level >= _L_POSSIBLE or (level == _L_CLEAR and episode != EPISODE_NONE):
             if z - first >= MASK_ZONES:
-                return _NEAR, 0
-            mask |= 1 << (z - first)
-    return _STEADY, mask
+                return _NEAR, 0, 0
+            if level == _L_CLEAR:
+                clear |= 1 << (z - first)
+            else:
+                mask |= 1 << (z - first)
+    return _STEADY, mask, clear
 
 
 @compiled
@@ -335,7 +352,7 @@ def decide(
     order_f: F64, order_i: I64, order_b: Bool, slot_f: F64, slot_b: Bool,
     zone_f: F64, zone_i: I64, zone_b: Bool, edges: F64, masks: Bool, hour0: int, offsets: F64,
     max_future_skew_s: float, battery_low_pct: float, max_speed_mps: float,
-    contact_window_s: float, critical_after_s: float,
+    contact_window_s: float, critical_after_s: float, hysteresis_s: float,
     slow: Bool, steady: I64, order_marks: npt.NDArray[np.int8], deferred: I64, missing: I64,
 ) -> tuple[int, int]:  # fmt: skip
     """Decide the signals at `positions` (ascending) of a batch, and move the tracks of the
@@ -400,11 +417,12 @@ def decide(
             )  # fmt: skip
             quiet = not jump > max_speed_mps * dt - m
         zones_at = 0  # the steady fix's mask of zones it is at least possibly inside
+        zones_clear = 0  # and of those with an episode it is clear of
         if quiet and subject[j] and in_force:
-            status, zones_at = _zones_reached(
+            status, zones_at, zones_clear = _zones_reached(
                 zone_f, zone_i, zone_b, edges, masks,
                 order_i[i, _ZONE_START], order_i[i, _ZONE_COUNT],
-                tj, lat_j, lon_j, accuracy_j, hour0, offsets, critical_after_s,
+                tj, lat_j, lon_j, accuracy_j, hour0, offsets, critical_after_s, hysteresis_s,
             )  # fmt: skip
             if status == _MISSING:
                 order_marks[i] = DEFERRED
@@ -435,17 +453,19 @@ def decide(
             steady[j] = zones_at  # the caller marks the order's state objects stale
             if subject[j] and in_force:
                 _count_observations(zone_f, zone_i, order_i[i, _ZONE_START],
-                                    order_i[i, _ZONE_COUNT], tj, zones_at)  # fmt: skip
+                                    order_i[i, _ZONE_COUNT], tj, zones_at, zones_clear)  # fmt: skip
     return n_deferred, n_missing
 
 
 @compiled
 def _count_observations(
-    zone_f: F64, zone_i: I64, first: int, count: int, t: float, zones_at: int
+    zone_f: F64, zone_i: I64, first: int, count: int, t: float, zones_at: int,
+    zones_clear: int,
 ) -> None:  # fmt: skip
     """What a steady fix at `t` does to the open episodes of the zones in the rows from
-    `first` (services.core.engine.count_observation, and no longer outside), `zones_at` the
-    mask of those it is at least possibly inside."""
+    `first` (services.core.engine.count_observation, and since when it is outside),
+    `zones_at` the mask of those it is at least possibly inside, `zones_clear` of those it is
+    clear of."""
     for k in range(count):
         z = first + k
         if zone_i[z, _Z_EPISODE] == EPISODE_NONE:
@@ -458,7 +478,10 @@ def _count_observations(
         else:
             zone_f[z, _Z_POSSIBLE_SINCE] = math.nan
             zone_i[z, _Z_POSSIBLE_COUNT] = 0
-        zone_f[z, _Z_OUTSIDE_SINCE] = math.nan
+        if not zones_clear >> k & 1:
+            zone_f[z, _Z_OUTSIDE_SINCE] = math.nan
+        elif math.isnan(zone_f[z, _Z_OUTSIDE_SINCE]):
+            zone_f[z, _Z_OUTSIDE_SINCE] = t
 
 
 def compile_now() -> None:
@@ -473,7 +496,7 @@ def compile_now() -> None:
     decide(
         no_i64, no_i64, no_i64, no_flag, no_flag, no_f64, no_f64, no_f64, no_f64, no_f64, 0.0,
         f64, i64, flag, f64, flag, f64, i64, flag, f64, flag, 0, no_f64, 0.0, 0.0, 0.0, 0.0,
-        0.0, no_flag, no_i64, np.zeros(0, np.int8), no_i64, np.zeros((0, 2), np.int64),
+        0.0, 0.0, no_flag, no_i64, np.zeros(0, np.int8), no_i64, np.zeros((0, 2), np.int64),
     )  # fmt: skip
     ring = array("d", (0.0, 0.0, 1.0, 0.0, 0.0, 0.0))
     signed_distance_to_rings([ring], 0.0, 0.0)  # as shapes do
