@@ -212,52 +212,42 @@ def _zones_reached(
         episode = zone_i[z, _Z_EPISODE]
         schedule = zone_i[z, _Z_SCHEDULE]
         level, warning_certain = _L_CLEAR, False
+        in_force_now = True
         if schedule >= 0:
             if minute == -2:
                 minute = _minute_of_week(t, hour0, offsets)
             if minute < 0:
                 return _NEAR, 0, 0  # an hour the table does not cover: let the scalar path look
-            if not masks[schedule, minute]:
-                # not in force now: clear, wherever the fix is
-                outside_since = zone_f[z, _Z_OUTSIDE_SINCE]
-                if not _steady_in(
-                    episode, level, False, t, math.nan, outside_since, critical_after_s,
-                    hysteresis_s,
-                ):  # fmt: skip
-                    return _NEAR, 0, 0
-                if episode != EPISODE_NONE:
-                    if z - first >= MASK_ZONES:
-                        return _NEAR, 0, 0
-                    clear |= 1 << (z - first)
-                continue
-        dx = wrap_longitude_delta(lon - zone_f[z, _Z_LON0]) * zone_f[z, _Z_KX]
-        dy = (lat - zone_f[z, _Z_LAT0]) * zone_f[z, _Z_KY]
-        buffer = zone_f[z, _Z_BUFFER]
-        reach = accuracy + buffer + QUIET_MARGIN
-        presence = zone_b[z, _Z_PRESENCE]
-        radius = zone_f[z, _Z_RADIUS]
-        distance = math.nan  # to the edge, negative inside; NaN: not known
-        if radius == radius:  # a circle
-            distance = math.sqrt(dx * dx + dy * dy) - radius
-        elif not presence and (
-            # Outside the box by `reach` bounds the distance to the polygon from below; NaN
-            # (an unknown shape) never is.
-            zone_f[z, _Z_MINX] - dx >= reach
-            or dx - zone_f[z, _Z_MAXX] >= reach
-            or zone_f[z, _Z_MINY] - dy >= reach
-            or dy - zone_f[z, _Z_MAXY] >= reach
-        ):
-            distance = math.inf
-        elif zone_b[z, _Z_POLYGON]:
-            edge_count = zone_i[z, _Z_EDGE_COUNT]
-            if edge_count == 0:
-                return _MISSING, z, 0
-            start = zone_i[z, _Z_EDGE_START]
-            distance = signed_distance_to_edges(edges, start, edge_count, dx, dy)
-        if distance != distance:
-            return _NEAR, 0, 0  # an unknown shape: the scalar path
-        # Being outside is the breach of a presence zone: the disc against its complement.
-        level, warning_certain = _level(-distance if presence else distance, accuracy, buffer)
+            in_force_now = masks[schedule, minute]  # if not: clear, wherever the fix is
+        if in_force_now:
+            dx = wrap_longitude_delta(lon - zone_f[z, _Z_LON0]) * zone_f[z, _Z_KX]
+            dy = (lat - zone_f[z, _Z_LAT0]) * zone_f[z, _Z_KY]
+            buffer = zone_f[z, _Z_BUFFER]
+            reach = accuracy + buffer + QUIET_MARGIN
+            presence = zone_b[z, _Z_PRESENCE]
+            radius = zone_f[z, _Z_RADIUS]
+            distance = math.nan  # to the edge, negative inside; NaN: not known
+            if radius == radius:  # a circle
+                distance = math.sqrt(dx * dx + dy * dy) - radius
+            elif not presence and (
+                # Outside the box by `reach` bounds the distance to the polygon from below; NaN
+                # (an unknown shape) never is.
+                zone_f[z, _Z_MINX] - dx >= reach
+                or dx - zone_f[z, _Z_MAXX] >= reach
+                or zone_f[z, _Z_MINY] - dy >= reach
+                or dy - zone_f[z, _Z_MAXY] >= reach
+            ):
+                distance = math.inf
+            elif zone_b[z, _Z_POLYGON]:
+                edge_count = zone_i[z, _Z_EDGE_COUNT]
+                if edge_count == 0:
+                    return _MISSING, z, 0
+                start = zone_i[z, _Z_EDGE_START]
+                distance = signed_distance_to_edges(edges, start, edge_count, dx, dy)
+            if distance != distance:
+                return _NEAR, 0, 0  # an unknown shape: the scalar path
+            # Being outside is the breach of a presence zone: the disc against its complement.
+            level, warning_certain = _level(-distance if presence else distance, accuracy, buffer)
         if not _steady_in(
             episode, level, warning_certain, t, zone_f[z, _Z_BREACH_SINCE],
             zone_f[z, _Z_OUTSIDE_SINCE], critical_after_s, hysteresis_s,
