@@ -699,7 +699,7 @@ class Partition:
             return self._scalar_path(batch, np.arange(len(batch)), _NO_I64, now)
         slow, steady = self._decide_in_bulk(batch, now)
         # Hot orders whose columns a steady fix moved: their objects catch up when next read.
-        self._orders.col["stale"][batch.order[steady >= 0]] = True
+        self._orders.col["stale"][batch.order[steady]] = True
         return self._scalar_path(batch, np.flatnonzero(slow), batch.order[~slow], now)
 
     def _scalar_path(
@@ -768,12 +768,13 @@ class Partition:
 
     # ------------------------------------------------------------ the bulk decision
 
-    def _decide_in_bulk(self, batch: SignalBatch, now: float) -> tuple[Bool, I64]:
-        """Which signals need the scalar path (services/core/bulk.py); the quiet ones' tracks
-        are moved. A pass that comes near a polygon without its edges sets that order
-        aside; the edges are added and the orders set aside go again, from where they were."""
+    def _decide_in_bulk(self, batch: SignalBatch, now: float) -> tuple[Bool, Bool]:
+        """Which signals need the scalar path, and which are steady fixes of hot orders
+        (services/core/bulk.py); the quiet ones' tracks are moved. A pass that comes near a
+        polygon without its edges sets that order aside; the edges are added and the orders set
+        aside go again, from where they were."""
         n, rules = len(batch), self.rules
-        slow, steady = np.zeros(n, dtype=np.bool_), np.full(n, -1, dtype=np.int64)
+        slow, steady = np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
         marks = np.zeros(self._orders.size, dtype=np.int8)
         deferred, missing = np.empty(n, dtype=np.int64), np.empty((n, 2), dtype=np.int64)
         hour0, offsets = self._utc_offsets(batch.t)

@@ -343,14 +343,13 @@ def decide(
     zone_f: F64, zone_i: I64, zone_b: Bool, edges: F64, masks: Bool, hour0: int, offsets: F64,
     max_future_skew_s: float, battery_low_pct: float, max_speed_mps: float,
     contact_window_s: float, critical_after_s: float, hysteresis_s: float,
-    slow: Bool, steady: I64, order_marks: npt.NDArray[np.int8], deferred: I64, missing: I64,
+    slow: Bool, steady: Bool, order_marks: npt.NDArray[np.int8], deferred: I64, missing: I64,
 ) -> tuple[int, int]:  # fmt: skip
     """Decide the signals at `positions` (ascending) of a batch, and move the tracks of the
     quiet ones. Sets `slow` for every signal the scalar path must take. A quiet signal of an
     order with open zone episodes (hot) leaves them as they are but for their counters, which
-    move in the zone rows: its `steady` entry is the mask of zones it is at least possibly
-    inside (the caller marks the order's state objects stale), -1 stays for every other
-    signal.
+    move in the zone rows: `steady` is set for it (the caller marks the order's state objects
+    stale).
 
     A signal of an order that reaches a polygon without its edges is set aside, with
     everything after it of that order, in `deferred`, and (zone row, order row) in `missing`:
@@ -440,7 +439,7 @@ def decide(
         if subject[j] and in_force and battery[j] == battery[j]:
             slot_f[s, _BATTERY] = battery[j]
         if hot:
-            steady[j] = zones_at  # the caller marks the order's state objects stale
+            steady[j] = True
             if subject[j] and in_force:
                 _count_observations(zone_f, zone_i, order_i[i, _ZONE_START],
                                     order_i[i, _ZONE_COUNT], tj, zones_at, zones_clear)  # fmt: skip
@@ -486,7 +485,7 @@ def compile_now() -> None:
     decide(
         no_i64, no_i64, no_i64, no_flag, no_flag, no_f64, no_f64, no_f64, no_f64, no_f64, 0.0,
         f64, i64, flag, f64, flag, f64, i64, flag, f64, flag, 0, no_f64, 0.0, 0.0, 0.0, 0.0,
-        0.0, 0.0, no_flag, no_i64, np.zeros(0, np.int8), no_i64, np.zeros((0, 2), np.int64),
+        0.0, 0.0, no_flag, no_flag, np.zeros(0, np.int8), no_i64, np.zeros((0, 2), np.int64),
     )  # fmt: skip
     ring = array("d", (0.0, 0.0, 1.0, 0.0, 0.0, 0.0))
     signed_distance_to_rings([ring], 0.0, 0.0)  # as shapes do
