@@ -355,8 +355,8 @@ class Partition:
     def export_state(self, i: int) -> OrderState:
         """A copy of the full state of one order, tracks included, as `evaluate` one signal at a
         time would hold it (checkpoints use `checkpoint`, which stores only what changed)."""
-        if self._orders.col["hot"][i]:
-            self._hold_as_objects(i)  # a stale one's objects catch up
+        if self._orders.col["stale"][i]:
+            self._catch_up(i)
         state = self.states[i]
         return OrderState(
             order_id=state.order_id, version=state.version, watch_since=state.watch_since,
@@ -430,7 +430,7 @@ class Partition:
 
     def _slot(self, i: int, device_id: str) -> int:
         # Found among the order's own few devices: a dict of every slot of the partition was a
-        # cache miss a lookup at 100k orders, and ~25 MB of keys.
+        # cache miss a lookup at 100k orders, and ~16 MiB of keys for 100k slots.
         known = self._order_devices[i]
         if device_id in known:
             return self._order_slots[i][known.index(device_id)]
