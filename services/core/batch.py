@@ -23,9 +23,9 @@ import functools
 import itertools
 import math
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -67,12 +67,12 @@ from services.core.hashrows import HashRows
 from services.core.model import (
     CompiledOrder,
     DeviceTrack,
-    Fix,
     OrderState,
     Signal,
     SignalRejected,
 )
 from services.core.schedule import MINUTES_PER_WEEK, amsterdam_offset_s
+from services.core.signal_columns import FIX, SignalColumns, id_hash, read_signals
 
 # Below this many signals the bulk decision's fixed cost (~35 us a batch: its columns, then the
 # compiled pass) exceeds what it saves on the scalar path (~20 us a signal). Live traffic spread
@@ -90,13 +90,10 @@ _FLOAT64, _INT64, _BOOL = np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.
 _MAX_SCHEDULE_HOURS = 24 * 31
 _FEW = 32  # signals: below this, a list beats numpy's fixed cost a call
 
-NO_DEVICE_HASH = -1  # an order without a subject device; Python's hash() never gives -1
+NO_DEVICE_HASH = -1  # an order without a subject device; id_hash never gives -1
 TRACK_COLUMNS = (*TRACK_FLOATS, "outlier")  # a track row of a checkpoint (`TrackRows`)
 
 _first, _second = itemgetter(0), itemgetter(1)
-_device_id, _role, _t = attrgetter("device_id"), attrgetter("role"), attrgetter("t")
-_lat, _lon, _accuracy_m = attrgetter("lat"), attrgetter("lon"), attrgetter("accuracy_m")
-_battery_pct = attrgetter("battery_pct")
 
 
 class _Columns:
@@ -270,14 +267,6 @@ def _or_nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-def _battery_column(levels: list[int | None]) -> F64:
-    """The battery levels as floats, NaN for None. Most fixes carry none; a count in C finds
-    that ~50 ns a signal sooner than numpy converting the list."""
-    if levels.count(None) == len(levels):
-        return np.full(len(levels), math.nan)
-    return np.array(levels, dtype=np.float64)  # None becomes NaN (np.fromiter refuses it)
-
-
 class Partition:
     """The orders of one partition, their states, and their device tracks column-wise."""
 
@@ -331,7 +320,7 @@ class Partition:
         if i is None:
             i = self._orders.add()
             self.index[order.order_id] = i
-            self._rows_by_hash.add(hash(order.order_id), i)
+            self._rows_by_hash.add(id_hash(order.order_id), i)
             self.orders.append(order)
             self.states.append(state if state is not None else new_state(order, now))
             self._order_slots.append([])
@@ -447,7 +436,7 @@ class Partition:
         cols["revoked"][i] = order.revoked
         subject = order.subject_device_id
         cols["subject_slot"][i] = NO_SLOT if subject is None else self._slot(i, subject)
-        cols["subject_hash"][i] = NO_DEVICE_HASH if subject is None else hash(subject)
+        cols["subject_hash"][i] = NO_DEVICE_HASH if subject is None else id_hash(subject)
         watched = sorted(order.bans_by_protected_device)
         for slot, device_id in zip(self._order_slots[i], self._order_devices[i], strict=True):
             self._slots.col["watched"][slot] = device_id in watched
@@ -612,28 +601,31 @@ class Partition:
 
     # ------------------------------------------------------------ batches
 
-    def _find_rows(self, order_ids: Iterable[str], count: int) -> I64:
-        """The row of each of `count` order ids in `orders`; -1 for an order not held."""
+    def _find_rows(self, items: Sequence[tuple[str, Signal]], read: SignalColumns) -> I64:
+        """The row of each pair's order in `orders`; -1 for an order not held."""
         if self._rows_by_hash.distinct:
-            # By the 64-bit hash of the id (Python's, keyed per process): an id this partition
-            # does not hold matches a held one's hash by a chance of 2^-64 apiece.
-            hashes = np.fromiter(map(hash, order_ids), np.int64, count=count)
-            return self._rows_by_hash.find(hashes)
-        found = map(self.index.get, order_ids, itertools.repeat(-1))
-        return np.fromiter(found, np.int64, count=count)
+            # By the 64-bit hash of the id: an id this partition does not hold matches a held
+            # one's hash by a chance of 2^-64 apiece.
+            return self._rows_by_hash.find(read.order_hash)
+        found = map(self.index.get, map(_first, items), itertools.repeat(-1))
+        return np.fromiter(found, np.int64, count=len(items))
 
     def batch(
         self, items: Sequence[tuple[str, Signal]], rows: Sequence[int] | None = None
     ) -> SignalBatch:
         """Column-wise view of (order_id, signal) pairs, in arrival order; `rows`: the orders'
-        rows, when the caller has looked them up already. Each column is read with one `map`
-        over the signals: this runs for every signal, and a comprehension a column cost half as
-        much again."""
+        rows, when the caller has looked them up already. The columns are read from the pairs'
+        msgpack encoding in one compiled pass (services/core/signal_columns.py)."""
         n = len(items)
-        if rows is None:
-            o = self._find_rows(map(_first, items), n)
-        else:
+        kept: list[Signal] = list(map(_second, items))
+        read = None
+        if rows is None or n >= self.scalar_below:
+            read = read_signals(items, kept)
+        if rows is not None:
             o = np.fromiter(rows, np.int64, count=n)
+        else:
+            assert read is not None
+            o = self._find_rows(items, read)
         unknown: list[tuple[int, str]] = []
         positions = None
         if (o < 0).any():
@@ -642,11 +634,12 @@ class Partition:
                 for position in np.flatnonzero(o < 0).tolist()
             ]
             positions = np.flatnonzero(o >= 0)
-            items = [items[p] for p in positions.tolist()]
+            kept = [kept[p] for p in positions.tolist()]
             o = o[positions]
-            n = len(items)
-        kept: list[Signal] = list(map(_second, items))
-        if n < self.scalar_below:
+            n = len(kept)
+            if read is not None:
+                read = read.take(positions)
+        if n < self.scalar_below or read is None:
             # One by one in `evaluate`: only the signals and their orders are read. Making the
             # columns cost ~15 us a call, for a few signals a partition in live traffic.
             return SignalBatch(
@@ -654,43 +647,21 @@ class Partition:
                 forced_slow=_NO_BOOL, t=_NO_F64, lat=_NO_F64, lon=_NO_F64, accuracy_m=_NO_F64,
                 battery_pct=_NO_F64, unknown=unknown, positions=positions, bulk=False,
             )  # fmt: skip
-        # Most batches are subject fixes only; `list.count` finds that in C, ~50 ns a signal
-        # sooner than a flag per signal from Python.
-        all_fixes = list(map(type, kept)).count(Fix) == n
-        if all_fixes:
-            is_fix = np.ones(n, dtype=np.bool_)
-        else:
-            is_fix = np.fromiter(map(Fix.__instancecheck__, kept), np.bool_, count=n)
-        roles = list(map(_role, kept))
-        if roles.count("subject") == n:
-            subject = np.ones(n, dtype=np.bool_)
-        else:
-            subject = np.fromiter(map("subject".__eq__, roles), np.bool_, count=n)
+        is_fix = read.kind == FIX
         # Most signals are fixes of the order's subject device, whose slot is in the order's
         # columns. The device ids are compared by hash: comparing the strings reads the order's
         # copy of the id, a cache miss a signal at 100k orders. Two device ids of one order with
         # the same 64-bit hash is a chance of 2^-64.
-        device_hash = np.fromiter(map(hash, map(_device_id, kept)), np.int64, count=n)
         s, forced_slow = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.bool_)
-        if subject_slots(o, device_hash, is_fix, subject, self._orders.matrix(_INT64), s,
-                         forced_slow):  # fmt: skip
+        if subject_slots(o, read.device_hash, is_fix, read.subject, self._orders.matrix(_INT64),
+                         s, forced_slow):  # fmt: skip
             for k in np.flatnonzero(s == NO_SLOT).tolist():
                 s[k] = self._slot(int(o[k]), kept[k].device_id)
-        if all_fixes:
-            fixes: list[Fix] = kept  # type: ignore[assignment]
-        else:
-            far = Fix(device_id="", role="subject", person_id="", t=0.0, lat=math.nan,
-                      lon=math.nan, accuracy_m=math.nan)  # fmt: skip
-            fixes = [sig if type(sig) is Fix else far for sig in kept]
         return SignalBatch(
-            signals=kept, order=o, slot=s, is_fix=is_fix, subject=subject,
-            forced_slow=forced_slow,
-            t=np.fromiter(map(_t, kept), np.float64, count=n),
-            lat=np.fromiter(map(_lat, fixes), np.float64, count=n),
-            lon=np.fromiter(map(_lon, fixes), np.float64, count=n),
-            accuracy_m=np.fromiter(map(_accuracy_m, fixes), np.float64, count=n),
-            battery_pct=_battery_column(list(map(_battery_pct, kept))),
-            unknown=unknown, positions=positions,
+            signals=kept, order=o, slot=s, is_fix=is_fix, subject=read.subject,
+            forced_slow=forced_slow, t=read.t, lat=read.lat, lon=read.lon,
+            accuracy_m=read.accuracy_m, battery_pct=read.battery_pct, unknown=unknown,
+            positions=positions,
         )  # fmt: skip
 
     def evaluate(self, batch: SignalBatch, now: float) -> BatchOutcome:

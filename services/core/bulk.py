@@ -44,7 +44,9 @@ from geo.edges import (
 )
 from geo.projection import fast_distance_m, wrap_longitude_delta
 from services.core.hashrows import HashRows
+from services.core.model import Fix
 from services.core.schedule import minute_of_week
+from services.core.signal_columns import id_hash, read_signals
 
 QUIET_MARGIN = 1e-6
 
@@ -474,9 +476,10 @@ def _count_observations(
 
 
 def compile_now() -> None:
-    """Compile `decide` for the argument types a `Partition` passes, and the ring distance and
-    edge copy for the scalar path's and the edge table's calls (or load them from numba's
-    cache) before a batch needs them: ~2 s the first time, ~0.4 s from the cache."""
+    """Compile `decide` for the argument types a `Partition` passes, the reading of a batch's
+    columns, and the ring distance and edge copy for the scalar path's and the edge table's
+    calls (or load them from numba's cache) before a batch needs them: ~2 s the first time,
+    ~0.4 s from the cache."""
     f64 = np.zeros((1, 1), dtype=np.float64)
     i64 = np.zeros((1, 1), dtype=np.int64)
     flag = np.zeros((1, 1), dtype=np.bool_)
@@ -491,6 +494,11 @@ def compile_now() -> None:
     signed_distance_to_rings([ring], 0.0, 0.0)  # as shapes do
     write_ring_edges(np.zeros((2, 4)), 0, ring)  # as a polygon's first time near a fix does
     HashRows().find(no_i64)  # as every batch does, for its orders' rows
+    # as every batch's columns are read; an int time is read from its object, after a skip
+    pairs = [("", Fix(device_id="", role="subject", person_id="", t=t, lat=0.0, lon=0.0,
+                      accuracy_m=1.0)) for t in (0.0, 0)]  # fmt: skip
+    read_signals(pairs, [signal for _, signal in pairs])
+    id_hash("")
 
 
 def compiled_versions() -> int:
