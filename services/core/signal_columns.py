@@ -10,8 +10,9 @@ every column from those bytes in one pass.
 
 Ids are compared by `id_hash`, a 64-bit hash of their UTF-8 bytes computed here in both places
 (where a partition stores an order, and in this pass), so the pass never builds a str. It is
-keyed by Python's own per-process hash secret, as `hash()` of the id was: ids from outside
-cannot be chosen to collide without it.
+keyed by Python's own per-process hash secret, as `hash()` of the id was, but it is no
+cryptographic hash: the ids come from the service's own topics (fix_router routes a signal only
+to an order it knows, with that order's devices).
 
 A signal the compiled pass cannot read (a field of another type than its struct declares, say)
 is read from its object instead.
