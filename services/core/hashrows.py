@@ -15,7 +15,7 @@ from geo.edges import PREFETCH_AHEAD, compiled, prefetch_row
 
 I64 = npt.NDArray[np.int64]
 
-EMPTY = -1  # Python's hash() never gives -1
+EMPTY = -1  # services.core.signal_columns.id_hash never gives -1
 
 
 @compiled
