@@ -73,11 +73,14 @@ def test_ids_hash_apart_and_alike(distinct: list[str]) -> None:
 
 
 def test_a_batch_of_thousands_is_read_whole() -> None:
-    """Past 15 pairs the list has a longer msgpack header, past 65,535 a longer one again."""
+    """Past 15 pairs the list has a longer msgpack header, past 65,535 a longer one again; a
+    long batch is encoded a chunk at a time, and a pair read from its object (an int time,
+    every 997th) can be in any chunk."""
     for count in (15, 16, 70_000):
         items: list[tuple[str, Signal]] = [
-            (f"BB-{k}", Fix(device_id=f"EB-{k}", role="subject", person_id="P", t=float(k),
-                            lat=52.0, lon=5.0, accuracy_m=10.0))
+            (f"BB-{k}", Fix(device_id=f"EB-{k}", role="subject", person_id="P",
+                            t=k if k % 997 == 0 else float(k), lat=52.0, lon=5.0,
+                            accuracy_m=10.0))
             for k in range(count)
         ]  # fmt: skip
         read = read_signals(items, [signal for _, signal in items])
