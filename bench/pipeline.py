@@ -445,6 +445,21 @@ def _summary(level: Level) -> dict[str, Any]:
         "stages_p50_ms": {
             name: round(quantile(values, 0.50), 1) for name, values in level.stages_ms.items()
         },
+        "stages_of_slowest_1pct_ms": _stages_of_slowest(level, 0.99),
+    }
+
+
+def _stages_of_slowest(level: Level, q: float) -> dict[str, float]:
+    """Each stage's mean over the samples at or above quantile `q` of the whole path: which
+    stage the tail comes from (stages' own quantiles do not add up to the path's)."""
+    values = level.latencies_ms
+    if not values or not level.stages_ms:
+        return {}
+    limit = quantile(values, q)
+    slow = [k for k, value in enumerate(values) if value >= limit]
+    return {
+        name: round(sum(stage[k] for k in slow) / len(slow), 1)
+        for name, stage in level.stages_ms.items()
     }
 
 
@@ -543,5 +558,7 @@ def main(
     for r in results["steady"]:
         stages = ", ".join(f"{name} {ms} ms" for name, ms in r["stages_p50_ms"].items())
         print(f"p50 by stage at {r['rate']:,}/s: {stages}")
+        tail = ", ".join(f"{name} {ms} ms" for name, ms in r["stages_of_slowest_1pct_ms"].items())
+        print(f"slowest 1% at {r['rate']:,}/s, mean by stage: {tail}")
     print(f"latency plot: {results['plot']}")
     return results

@@ -62,6 +62,11 @@ def test_bench_pipeline_reports_catch_up_latency_cpu_memory_and_a_plot(
     stages = row["stages_p50_ms"]
     assert list(stages) == ["to detection", "detection to send", "send to read"]
     assert all(ms > -1.0 for ms in stages.values()) and stages["to detection"] > 0
+    # The slowest 1% by stage: the stages of a sample add up to its whole path, so their means
+    # over the samples at or above p99 add up to at least p99 (each rounded to 0.1 ms).
+    tail = row["stages_of_slowest_1pct_ms"]
+    assert list(tail) == list(stages)
+    assert sum(tail.values()) >= row["p99_ms"] - 0.3
     assert row["one_hop_p99_ms"] > 0 and set(row["cpu"]) == {
         "router",
         "evaluator",
