@@ -204,15 +204,15 @@ def _str(buf: U8, pos: int) -> tuple[int, int]:
 
 
 @compiled
-def _container(buf: U8, pos: int, fix_base: int, code16: int) -> tuple[int, int]:
-    """(start of its first item, item count) of the array (fix_base 0x90, code16 0xDC) or map
-    (0x80, 0xDE) at `pos`; count -1 for anything else."""
+def _array(buf: U8, pos: int) -> tuple[int, int]:
+    """(start of its first item, item count) of the array at `pos`; count -1 for anything
+    else."""
     b = int(buf[pos])
-    if fix_base <= b <= fix_base + 0x0F:
+    if 0x90 <= b <= 0x9F:
         return pos + 1, b & 0x0F
-    if b == code16:
+    if b == 0xDC:
         return pos + 3, _length(buf, pos + 1, 2)
-    if b == code16 + 1:
+    if b == 0xDD:
         return pos + 5, _length(buf, pos + 1, 4)
     return pos, -1
 
@@ -309,8 +309,8 @@ def _read_pairs(
 
 @dataclass
 class SignalColumns:
-    """One row per (order_id, signal) pair, in order. Where `kind` is UNREAD, nothing else of
-    the row is set."""
+    """One row per (order_id, signal) pair, in order, every row set (`read_signals` reads the
+    rows its compiled pass left UNREAD from their objects)."""
 
     order_hash: I64
     device_hash: I64
@@ -369,7 +369,7 @@ def _read_chunk(
         read.kind[first:stop] = UNREAD  # a value msgpack cannot carry: the objects tell
         return
     buf = np.frombuffer(encoded, dtype=np.uint8)
-    pos, listed = _container(buf, 0, 0x90, 0xDC)
+    pos, listed = _array(buf, 0)
     row = first if listed == len(pairs) else -1
     while row >= 0:
         row, pos = _read_pairs(
