@@ -72,7 +72,8 @@ FOLD_EVERY_BATCHES = 16
 # encoded and sent twice, the second time with its whole state. A catch-up batch changes
 # thousands, most of them again in the next batches, and goes on through the log.
 WRITE_THROUGH_MAX = 64
-# Orders compiled between two yields to the event loop while a partition loads (~50 ms).
+# Orders compiled between two yields to the event loop (~50 ms), as a partition loads and as
+# a batch takes new orders in.
 LOAD_YIELD_EVERY = 1_000
 # Alerts the evaluator sent but could not mark published (it died, the broker was away) are
 # left to the outbox relay once this old: long enough that the relay never races a healthy
@@ -582,7 +583,12 @@ class BreachEvaluator:
         dirty: set[int], producer: AIOKafkaProducer,
     ) -> list[wire.Alert]:  # fmt: skip
         alerts: list[wire.Alert] = []
-        for record in records:
+        for n, record in enumerate(records, start=1):
+            if n % LOAD_YIELD_EVERY == 0:
+                # A first start compiles a batch of up to 60k orders (~20 s): without a turn
+                # of the event loop no heartbeat went out, the group put the evaluator out
+                # after its session timeout, and it loaded every partition again.
+                await asyncio.sleep(0)
             raw = record.value or b""
             try:
                 order = compile_order(raw)
