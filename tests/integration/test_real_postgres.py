@@ -173,32 +173,31 @@ async def test_analyze_of_evaluator_state_samples_only_its_keys(migrated: Settin
     left as they were (statistics from before 0012 stay, unused). A later migration that
     rebuilds the table (as 0010 did) loses the targets: this fails then."""
     conn = await asyncpg.connect(asyncpg_dsn(migrated.database_url))
-    statistics = (
-        "SELECT attname, n_distinct, avg_width, "
-        "cardinality(histogram_bounds::text::text[]) AS bounds "
-        "FROM pg_stats WHERE tablename = 'evaluator_state'"
-    )
+    keys = ("order_id", "partition")
+
+    async def statistics() -> tuple[dict[str, asyncpg.Record], dict[str, tuple[object, ...]]]:
+        """(the keys' rows of pg_stats, every other column's row as a tuple)"""
+        rows = await conn.fetch(
+            "SELECT attname, n_distinct, avg_width, "
+            "cardinality(histogram_bounds::text::text[]) AS bounds "
+            "FROM pg_stats WHERE tablename = 'evaluator_state'"
+        )
+        by_column = {row["attname"]: row for row in rows}
+        opaque = {name: tuple(row) for name, row in by_column.items() if name not in keys}
+        return {name: by_column[name] for name in keys if name in by_column}, opaque
+
     try:
-        opaque_before = {
-            row["attname"]: tuple(row)
-            for row in await conn.fetch(statistics)
-            if row["attname"] not in ("order_id", "partition")
-        }
+        _, opaque_before = await statistics()
         await conn.execute(
             "INSERT INTO evaluator_state (order_id, partition, order_event, state, tracks) "
             "SELECT 'STATS-' || n, n % 12, sha256(int4send(n)), sha256(int4send(-n)), "
             "sha256(int4send(n + 1)) FROM generate_series(1, 5000) AS n"
         )
         await conn.execute("ANALYZE evaluator_state")
-        by_column = {row["attname"]: row for row in await conn.fetch(statistics)}
-        assert by_column["partition"]["n_distinct"] == 12
+        by_key, opaque_after = await statistics()
+        assert by_key["partition"]["n_distinct"] == 12
         # a histogram has at most one bound more than the column's target
-        assert 2 <= by_column["order_id"]["bounds"] <= 11
-        opaque_after = {
-            name: tuple(row)
-            for name, row in by_column.items()
-            if name not in ("order_id", "partition")
-        }
+        assert 2 <= by_key["order_id"]["bounds"] <= 11
         assert opaque_after == opaque_before
     finally:
         await conn.execute("DELETE FROM evaluator_state WHERE order_id LIKE 'STATS-%'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from alembic import op
 
@@ -115,15 +116,14 @@ $$
 """
 
 
-def _previous() -> str:
-    """0008's definition, which 0011 gave its work_mem."""
-    path = Path(__file__).with_name("0008_evaluator_commit_function.py")
-    spec = importlib.util.spec_from_file_location("_bw_migration_0008", path)
+def _sibling(stem: str) -> ModuleType:
+    """An earlier migration of this folder, by its file name without `.py`."""
+    path = Path(__file__).with_name(f"{stem}.py")
+    spec = importlib.util.spec_from_file_location(f"_bw_migration_{stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    definition: str = module.COMMIT_BATCH
-    return definition.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    return module
 
 
 def upgrade() -> None:
@@ -131,5 +131,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(_previous())
-    op.execute("ALTER FUNCTION evaluator_commit_batch SET work_mem = '64MB'")
+    """Back to 0008's definition, then 0011's work_mem on it, as the two left it."""
+    previous: str = _sibling("0008_evaluator_commit_function").COMMIT_BATCH
+    op.execute(previous.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    _sibling("0011_evaluator_commit_work_mem").upgrade()
