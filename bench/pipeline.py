@@ -463,6 +463,53 @@ def _stages_of_slowest(level: Level, q: float) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class Target:
+    """One of issue #6's targets: a figure of the run, its limit, and the size it is set at."""
+
+    name: str
+    limit: float
+    at_most: bool  # the figure may not exceed the limit (else: may not fall below it)
+
+
+TARGET_ORDERS = 100_000
+TARGET_BACKLOG = 1_000_000
+TARGET_RATE = 5_000
+CATCH_UP = Target("catch-up, fixes/s", 100_000, at_most=False)
+P50 = Target(f"p50 ms at {TARGET_RATE:,} fixes/s", 10.0, at_most=True)
+P99 = Target(f"p99 ms at {TARGET_RATE:,} fixes/s", 25.0, at_most=True)
+RESIDENT = Target(f"evaluator resident MiB at {TARGET_ORDERS:,} orders", 1024, at_most=True)
+
+
+def against_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target beside this run's figure; `met` is None where the run was not of the
+    target's size (fewer orders, a shorter backlog, no 5k level), as a small run's figures say
+    nothing of it. Resident memory counts the larger of its two readings."""
+    caught = results["catch_up"]
+    full_size = results["orders"] == TARGET_ORDERS
+    at_rate = [row for row in results["steady"] if row["rate"] == TARGET_RATE]
+    measured: list[tuple[Target, float | None]] = [
+        (CATCH_UP, caught["fixes_per_s"]
+         if full_size and caught["backlog"] >= TARGET_BACKLOG else None),
+        (P50, at_rate[0]["p50_ms"] if full_size and at_rate else None),
+        (P99, at_rate[0]["p99_ms"] if full_size and at_rate else None),
+        (RESIDENT, max(caught["evaluator_rss_mib"], caught["evaluator_rss_mib_after_load"])
+         if full_size else None),
+    ]  # fmt: skip
+    return [
+        {
+            "target": target.name,
+            "limit": target.limit,
+            "at_most": target.at_most,
+            "measured": value,
+            "met": None
+            if value is None
+            else (value <= target.limit if target.at_most else value >= target.limit),
+        }
+        for target, value in measured
+    ]
+
+
 def plot(levels: list[tuple[str, Level]], path: Path) -> None:
     plots.cdf(
         {f"{label} ({len(level.latencies_ms)} samples)": level.latencies_ms
@@ -523,8 +570,10 @@ async def measure(
                 await stop_service(evaluator)
     plot(levels, plot_to)
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    return {"machine": machine, "orders": orders, "first_start": started, "catch_up": caught,
-            "steady": rows, "plot": str(plot_to)}  # fmt: skip
+    results = {"machine": machine, "orders": orders, "first_start": started, "catch_up": caught,
+               "steady": rows, "plot": str(plot_to)}  # fmt: skip
+    results["targets"] = against_targets(results)
+    return results
 
 
 def main(
@@ -560,5 +609,10 @@ def main(
         print(f"p50 by stage at {r['rate']:,}/s: {stages}")
         tail = ", ".join(f"{name} {ms} ms" for name, ms in r["stages_of_slowest_1pct_ms"].items())
         print(f"slowest 1% at {r['rate']:,}/s, mean by stage: {tail}")
+    for judged in results["targets"]:
+        sign = "<=" if judged["at_most"] else ">="
+        verdict = {True: "met", False: "NOT met", None: "not measured at this size"}[judged["met"]]
+        value = "-" if judged["measured"] is None else f"{judged['measured']:,}"
+        print(f"target {judged['target']} {sign} {judged['limit']:,}: {value}, {verdict}")
     print(f"latency plot: {results['plot']}")
     return results

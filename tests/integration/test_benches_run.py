@@ -72,5 +72,7 @@ def test_bench_pipeline_reports_catch_up_latency_cpu_memory_and_a_plot(
         "evaluator",
         "load_generator",
     }
+    # Far smaller than the targets' size (100k orders, 1M backlog, 5k fixes/s): not judged.
+    assert [judged["met"] for judged in results["targets"]] == [None] * 4
     assert plot_to.read_bytes().startswith(b"\x89PNG")
     assert '"steady"' in capsys.readouterr().out
