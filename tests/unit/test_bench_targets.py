@@ -15,6 +15,7 @@ from bench.pipeline import (
     TARGET_BACKLOG,
     TARGET_ORDERS,
     TARGET_RATE,
+    Target,
     against_targets,
 )
 
@@ -70,7 +71,7 @@ def test_a_full_size_run_within_every_limit_meets_them_all_and_reads_the_5k_leve
     ],
 )
 def test_each_limit_holds_at_its_value_and_fails_just_past_it(
-    results: dict[str, Any], target: Any, met: bool
+    results: dict[str, Any], target: Target, met: bool
 ) -> None:
     assert _verdicts(results)[target.name] is met
 
